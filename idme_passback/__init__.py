@@ -1,0 +1,107 @@
+"""idme_passback: an asyncio client for ID.me's Document Passback API.
+
+Fetch the images of the identity documents your users verified with ID.me,
+with a typed error for every failure, the per-document rate limit (2
+requests a minute) never broken, and the three secrets (API token, access
+token, document tokens) kept out of logs, exceptions and reprs.
+
+Example::
+
+    from idme_passback import PassbackClient
+
+    async with PassbackClient(api_token, environment="sandbox") as client:
+        attributes = await client.get_attributes(access_token)
+        tokens = attributes.document_tokens
+        image = await client.get_document(tokens.front, size="300x200")
+        await client.download_document(tokens.back, "back.jpg")
+"""
+
+from __future__ import annotations
+
+from ._bulk import BulkResults, DocumentRequest, FetchResult, Progress
+from ._retry import RetryPolicy, parse_retry_after
+from ._store import Grant, LimiterStore, MemoryStore
+from ._version import __version__
+from .client import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, ENVIRONMENTS, PassbackClient
+from .clock import Clock, FakeClock, MonotonicClock
+from .errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    DocumentTokensMissingError,
+    GoneError,
+    IncompleteBodyError,
+    InvalidSizeError,
+    InvalidTokenError,
+    MalformedResponseError,
+    NotAnImageError,
+    NotFoundError,
+    PassbackConnectionError,
+    PassbackError,
+    PassbackTimeoutError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseError,
+    ServerError,
+    TransportError,
+    UnprocessableEntityError,
+)
+from .limiter import Permit, RateLimiter
+from .models import Attribute, Attributes, DocumentImage, DocumentTokens, StatusEntry
+from .redis_store import RedisStore
+from .sizing import MAX_DIMENSION, MIN_DIMENSION, Size, delivered_size, parse_size
+
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_TIMEOUT",
+    "ENVIRONMENTS",
+    "MAX_DIMENSION",
+    "MIN_DIMENSION",
+    "APIStatusError",
+    "Attribute",
+    "Attributes",
+    "AuthenticationError",
+    "BadRequestError",
+    "BulkResults",
+    "Clock",
+    "ConfigurationError",
+    "DocumentImage",
+    "DocumentRequest",
+    "DocumentTokens",
+    "DocumentTokensMissingError",
+    "FakeClock",
+    "FetchResult",
+    "GoneError",
+    "Grant",
+    "IncompleteBodyError",
+    "InvalidSizeError",
+    "InvalidTokenError",
+    "LimiterStore",
+    "MalformedResponseError",
+    "MemoryStore",
+    "MonotonicClock",
+    "NotAnImageError",
+    "NotFoundError",
+    "PassbackClient",
+    "PassbackConnectionError",
+    "PassbackError",
+    "PassbackTimeoutError",
+    "PermissionDeniedError",
+    "Permit",
+    "Progress",
+    "RateLimitError",
+    "RateLimiter",
+    "RedisStore",
+    "ResponseError",
+    "RetryPolicy",
+    "ServerError",
+    "Size",
+    "StatusEntry",
+    "TransportError",
+    "UnprocessableEntityError",
+    "__version__",
+    "delivered_size",
+    "parse_retry_after",
+    "parse_size",
+]

@@ -1,0 +1,724 @@
+"""The asynchronous client for ID.me's Document Passback API.
+
+The client composes the pieces and holds no rule of its own: sizes are
+checked by :mod:`idme_passback.sizing`, tokens by the token checks, every
+document request waits on the :class:`~idme_passback.RateLimiter`, and bytes
+travel through a pluggable httpx transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, TypeVar
+
+import httpx
+
+from . import _bulk
+from ._body import ImageBody
+from ._files import check_target, write_atomically
+from ._redact import install_redaction
+from ._retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from ._tokens import check_access_token, check_token, scrub, shorten
+from ._version import __version__
+from .errors import (
+    APIStatusError,
+    ConfigurationError,
+    MalformedResponseError,
+    PassbackConnectionError,
+    PassbackError,
+    PassbackTimeoutError,
+    RateLimitError,
+    ResponseError,
+    TransportError,
+    status_error_class,
+)
+from .limiter import Permit, RateLimiter
+from .models import Attributes, DocumentImage, parse_attributes
+from .sizing import Size, SizeLike, parse_size
+
+__all__ = ["DEFAULT_DEADLINE", "DEFAULT_TIMEOUT", "ENVIRONMENTS", "PassbackClient"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("idme_passback")
+
+#: The documented base URLs.
+ENVIRONMENTS: dict[str, str] = {
+    "sandbox": "https://api.idmelabs.com/",
+    "production": "https://api.id.me/",
+}
+#: Per attempt: 10 s to connect, 30 s between bytes read or written.
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+#: Seconds one call may take in all: waiting on the limiter, attempts and backoff.
+DEFAULT_DEADLINE = 300.0
+DEFAULT_MAX_RETRIES = 2
+
+_ATTRIBUTES_PATH = "api/public/v3/attributes.json"
+_DOCUMENT_PATH = "api/public/v3/documents/"
+_REFRESH_PATH = "api/public/v3/documents/refresh/"
+_EXCERPT_BYTES = 1024
+_EXCERPT_CHARS = 200
+
+_Timeout = float | httpx.Timeout | None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class PassbackClient:
+    """An async client for the Document Passback API; create once, share widely.
+
+    Example::
+
+        async with PassbackClient(api_token, environment="sandbox") as client:
+            attributes = await client.get_attributes(access_token)
+            front, back = attributes.document_tokens
+            image = await client.get_document(front, size="300x200")
+            await client.download_document(back, "back.jpg")
+
+    Args:
+        api_token: the API token ID.me provisioned for the consumer; read from
+            ``IDME_API_TOKEN`` when omitted.
+        environment: ``"sandbox"`` or ``"production"``.
+        base_url: a base URL of your own (a proxy, a fake server); overrides
+            ``environment``. Plain ``http://`` is accepted only for loopback
+            hosts, in-process transports, or with ``allow_insecure_http=True``:
+            it would send the API token in clear text.
+        transport: any ``httpx.AsyncBaseTransport`` (a respx mock,
+            ``httpx.ASGITransport``, a transport with its own TLS or proxy).
+        http_client: a whole ``httpx.AsyncClient`` to send through instead;
+            it stays the caller's to close.
+        limiter: the :class:`RateLimiter` to share; each client has its own
+            by default. Clients of one consumer should share one.
+        timeout: per attempt; a number of seconds or an ``httpx.Timeout``.
+        deadline: seconds a whole call may take, limiter waits and retries
+            included; ``None`` for no deadline.
+        max_retries: retries of a failed document or refresh call.
+        access_token_in: send the access token as the ``access_token`` query
+            parameter (``"query"``, as documented) or as an
+            ``Authorization: Bearer`` header (``"header"``).
+        retry_policy: backoff and Retry-After settings (see :class:`RetryPolicy`).
+
+    Raises:
+        ConfigurationError: no API token, an unknown environment, or an unsafe base URL.
+        InvalidTokenError: a malformed API token.
+    """
+
+    def __init__(
+        self,
+        api_token: str | None = None,
+        *,
+        environment: Literal["sandbox", "production"] = "sandbox",
+        base_url: str | httpx.URL | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        limiter: RateLimiter | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        deadline: float | None = DEFAULT_DEADLINE,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        access_token_in: Literal["query", "header"] = "query",
+        allow_insecure_http: bool = False,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        if api_token is None:
+            api_token = os.environ.get("IDME_API_TOKEN") or None
+        if api_token is None:
+            raise ConfigurationError(
+                "no API token: pass api_token= or set the IDME_API_TOKEN environment variable"
+            )
+        self._api_token = check_token(api_token, kind="API token")
+        if transport is not None and http_client is not None:
+            raise ConfigurationError("pass transport= or http_client=, not both")
+        if access_token_in not in ("query", "header"):
+            raise ConfigurationError("access_token_in must be 'query' or 'header'")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError("max_retries must be an int >= 0")
+        self._base_url = self._resolve_base_url(
+            environment, base_url, transport, allow_insecure_http
+        )
+        self._access_token_in = access_token_in
+        self._timeout = timeout
+        self._deadline = deadline
+        self._policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        if retry_policy is not None:
+            self._policy = retry_policy
+        elif max_retries != self._policy.max_retries:
+            self._policy = RetryPolicy(max_retries=max_retries)
+        self._limiter = limiter if limiter is not None else RateLimiter()
+        self._clock = self._limiter.clock
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(
+            transport=transport, timeout=timeout, follow_redirects=False
+        )
+        self._headers = {"User-Agent": f"idme-passback/{__version__}"}
+        install_redaction()
+
+    @staticmethod
+    def _resolve_base_url(
+        environment: str,
+        base_url: str | httpx.URL | None,
+        transport: httpx.AsyncBaseTransport | None,
+        allow_insecure_http: bool,
+    ) -> httpx.URL:
+        if base_url is None:
+            if environment not in ENVIRONMENTS:
+                raise ConfigurationError(
+                    f"environment must be one of {sorted(ENVIRONMENTS)}, got {environment!r}"
+                )
+            return httpx.URL(ENVIRONMENTS[environment])
+        url = httpx.URL(str(base_url))
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ConfigurationError("base_url must be an absolute http:// or https:// URL")
+        if url.query or url.fragment:
+            raise ConfigurationError("base_url must not carry a query or fragment")
+        in_process = isinstance(transport, httpx.ASGITransport | httpx.MockTransport)
+        if (
+            url.scheme == "http"
+            and not allow_insecure_http
+            and not in_process
+            and not _is_loopback(url.host)
+        ):
+            raise ConfigurationError(
+                "refusing plain http:// to a non-loopback host: the API token would travel "
+                "in clear text; use https://, or pass allow_insecure_http=True"
+            )
+        if not url.raw_path.endswith(b"/"):
+            url = url.copy_with(raw_path=url.raw_path + b"/")
+        return url
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def __aenter__(self) -> PassbackClient:
+        """Return the client; leaving the block closes it."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the client."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this client made (a caller-supplied one stays open)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The rate limiter every document request waits on."""
+        return self._limiter
+
+    @property
+    def base_url(self) -> str:
+        """The base URL requests go to."""
+        return str(self._base_url)
+
+    def __repr__(self) -> str:
+        return f"PassbackClient(base_url={str(self._base_url)!r}, api_token=<hidden>)"
+
+    # -- the three endpoints --------------------------------------------------
+
+    async def get_attributes(
+        self,
+        access_token: str,
+        *,
+        timeout: _Timeout = None,
+        deadline: float | None = None,
+    ) -> Attributes:
+        """Return the user's attributes, including the document tokens when enabled.
+
+        Access tokens are single-use (ID.me revokes one that is reused), so
+        this call is retried only after failures known to have happened
+        before the request left (connection refused, DNS); anything later
+        raises for the caller to start a new OAuth flow.
+
+        Raises:
+            InvalidTokenError: a malformed access token (nothing is sent).
+            AuthenticationError: the access token was refused (expired or used).
+            APIStatusError, TransportError, MalformedResponseError: other failures.
+        """
+        access_token = check_access_token(access_token)
+        secrets = (self._api_token, access_token)
+        params: dict[str, str] = {}
+        headers = dict(self._headers, Accept="application/json")
+        if self._access_token_in == "header":
+            headers["Authorization"] = f"Bearer {access_token}"
+        else:
+            params["access_token"] = access_token
+
+        async def attempt() -> Attributes:
+            request = self._http.build_request(
+                "GET",
+                self._base_url.join(_ATTRIBUTES_PATH),
+                params=params,
+                headers=headers,
+                timeout=self._attempt_timeout(timeout),
+            )
+            async with self._exchange(request, secrets, "attributes") as response:
+                payload = await self._read_json(response, secrets, "attributes")
+            return parse_attributes(payload)
+
+        attributes = await self._call(
+            attempt, max_retries=self._policy.max_retries, safe_only=True, deadline=deadline
+        )
+        if self._limiter.pair_front_back and attributes.has_document_tokens:
+            tokens = attributes.document_tokens
+            await self._limiter.link(tokens.back, tokens.front)
+        return attributes
+
+    async def get_document(
+        self,
+        token: str,
+        *,
+        size: SizeLike | None = None,
+        timeout: _Timeout = None,
+        max_retries: int | None = None,
+        deadline: float | None = None,
+    ) -> DocumentImage:
+        """Return one side of the identity document, in memory.
+
+        Args:
+            token: the document token (front or back).
+            size: a bounding box (``"300x200"``, ``(300, 200)`` or a
+                :class:`Size`); the server fits the image inside it. ``None``
+                for the original resolution.
+
+        Raises:
+            InvalidSizeError, InvalidTokenError: bad input (nothing is sent).
+            NotAnImageError: the server's 200 was not an image, on every try.
+            RateLimitError: 429s outlasted the retries, or asked too long a wait.
+            APIStatusError, TransportError: other failures.
+        """
+        box = parse_size(size)
+        return await self._document(
+            token,
+            box,
+            _read_image(token, box),
+            timeout=timeout,
+            max_retries=max_retries,
+            deadline=deadline,
+        )
+
+    async def download_document(
+        self,
+        token: str,
+        path: str | os.PathLike[str],
+        *,
+        size: SizeLike | None = None,
+        overwrite: bool = False,
+        timeout: _Timeout = None,
+        max_retries: int | None = None,
+        deadline: float | None = None,
+    ) -> Path:
+        """Stream one side of the identity document to ``path``, atomically, mode 0600.
+
+        The body goes chunk by chunk into a temporary file in the target's
+        folder, which is moved into place only once the body is complete and
+        proven an image; on any failure (cancellation included) no file is
+        left behind. ``path`` is used as given: its suffix is not changed to
+        match the image type.
+
+        Raises:
+            FileExistsError: ``path`` exists and ``overwrite`` is false (checked
+                before sending, and again when moving into place).
+            FileNotFoundError: the folder does not exist (nothing is sent).
+            and everything :meth:`get_document` raises.
+        """
+        box = parse_size(size)
+        check_token(token)
+        target = check_target(path, overwrite=overwrite)
+
+        async def consume(body: ImageBody) -> Path:
+            await write_atomically(target, body.chunks(), overwrite=overwrite)
+            return target
+
+        return await self._document(
+            token, box, consume, timeout=timeout, max_retries=max_retries, deadline=deadline
+        )
+
+    async def refresh_document_token(
+        self,
+        token: str,
+        *,
+        timeout: _Timeout = None,
+        max_retries: int | None = None,
+        deadline: float | None = None,
+    ) -> str:
+        """Return a new document token for the same document (a repeat transaction).
+
+        The new token shares the old one's rate-limit budget. Refresh calls
+        themselves do not wait on the limiter: the API limits the document
+        endpoint only.
+
+        Raises:
+            InvalidTokenError: a malformed token (nothing is sent).
+            MalformedResponseError: the answer held no usable ``document_token``.
+            APIStatusError, TransportError: other failures.
+        """
+        token = check_token(token)
+        secrets = (self._api_token, token)
+
+        async def attempt() -> str:
+            request = self._http.build_request(
+                "POST",
+                self._base_url.join(_REFRESH_PATH + token),
+                params={"token": self._api_token},
+                headers=dict(self._headers, Accept="application/json"),
+                timeout=self._attempt_timeout(timeout),
+            )
+            async with self._exchange(request, secrets, "refresh") as response:
+                payload = await self._read_json(response, secrets, "refresh")
+            new_token = payload.get("document_token") if isinstance(payload, dict) else None
+            if not isinstance(new_token, str):
+                raise MalformedResponseError("the refresh answer has no 'document_token' string")
+            try:
+                return check_token(new_token)
+            except PassbackError:
+                raise MalformedResponseError(
+                    "the refresh answer's 'document_token' is not a usable token"
+                ) from None
+
+        new_token = await self._call(
+            attempt, max_retries=self._retries(max_retries), safe_only=False, deadline=deadline
+        )
+        await self._limiter.link(new_token, token)
+        return new_token
+
+    # -- bulk -----------------------------------------------------------------
+
+    def fetch_many(
+        self,
+        items: Iterable[_bulk.ItemLike] | _bulk.AsyncIterableLike,
+        *,
+        size: SizeLike | None = None,
+        concurrency: int = 16,
+        on_progress: _bulk.ProgressHook | None = None,
+    ) -> _bulk.BulkResults:
+        """Fetch many documents concurrently; yield one result per item, in completion order.
+
+        ``items`` may be tokens, ``(token, size)`` pairs or
+        :class:`DocumentRequest` values, from any iterable or async iterable;
+        it is consumed lazily, so a generator of millions is never held in
+        memory. Each result carries the item's position, its token, and the
+        :class:`DocumentImage` or the typed error: one failure never stops
+        the others. A document whose budget is spent waits on the limiter
+        *before* taking a concurrency slot, so it never idles one.
+        """
+        return _bulk.run(
+            self._fetch_for_bulk,
+            items,
+            size=size,
+            concurrency=concurrency,
+            limiter=self._limiter,
+            on_progress=on_progress,
+        )
+
+    def download_many(
+        self,
+        items: Iterable[_bulk.ItemLike] | _bulk.AsyncIterableLike,
+        directory: str | os.PathLike[str],
+        *,
+        size: SizeLike | None = None,
+        concurrency: int = 16,
+        on_progress: _bulk.ProgressHook | None = None,
+        overwrite: bool = False,
+    ) -> _bulk.BulkResults:
+        """Download many documents into ``directory``; yield one result per item.
+
+        Each file is written like :meth:`download_document` (streamed,
+        atomic, 0600). File names come from the item's ``filename`` when
+        given (a bare name: no folders, no '..') or else from its position
+        and a shortened token, ``000042-d9ec9c.jpg``, with the extension
+        taken from the image's own bytes: no token can steer a path outside
+        ``directory``.
+
+        Raises:
+            FileNotFoundError: ``directory`` does not exist (before anything is sent).
+        """
+        folder = Path(directory)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"the folder {str(folder)!r} does not exist")
+
+        async def download(
+            request: _bulk.DocumentRequest, index: int, gate: _bulk.Gate
+        ) -> _bulk.Outcome:
+            return await self._download_for_bulk(request, index, gate, folder, overwrite)
+
+        return _bulk.run(
+            download,
+            items,
+            size=size,
+            concurrency=concurrency,
+            limiter=self._limiter,
+            on_progress=on_progress,
+        )
+
+    async def _fetch_for_bulk(
+        self, request: _bulk.DocumentRequest, index: int, gate: _bulk.Gate
+    ) -> _bulk.Outcome:
+        image = await self._document(
+            request.token, request.size, _read_image(request.token, request.size), gate=gate
+        )
+        return _bulk.Outcome(image=image, bytes=len(image.content))
+
+    async def _download_for_bulk(
+        self,
+        request: _bulk.DocumentRequest,
+        index: int,
+        gate: _bulk.Gate,
+        folder: Path,
+        overwrite: bool,
+    ) -> _bulk.Outcome:
+        name = request.filename
+        target: Path | None = None
+        if name is not None:
+            target = check_target(folder / _bulk.safe_filename(name), overwrite=overwrite)
+
+        async def consume(body: ImageBody) -> Path:
+            final = target
+            if final is None:
+                stem = f"{index:06d}-{shorten(request.token).rstrip(chr(0x2026))}"
+                final = check_target(folder / (stem + body.extension), overwrite=overwrite)
+            await write_atomically(final, body.chunks(), overwrite=overwrite)
+            return final
+
+        written = await self._document(request.token, request.size, consume, gate=gate)
+        return _bulk.Outcome(path=written, bytes=written.stat().st_size)
+
+    # -- the machinery ---------------------------------------------------------
+
+    def _retries(self, max_retries: int | None) -> int:
+        if max_retries is None:
+            return self._policy.max_retries
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError("max_retries must be an int >= 0")
+        return max_retries
+
+    def _attempt_timeout(self, timeout: _Timeout) -> float | httpx.Timeout:
+        return self._timeout if timeout is None else timeout
+
+    async def _document(
+        self,
+        token: str,
+        box: Size | None,
+        consume: Callable[[ImageBody], Awaitable[T]],
+        *,
+        timeout: _Timeout = None,
+        max_retries: int | None = None,
+        deadline: float | None = None,
+        gate: _bulk.Gate | None = None,
+    ) -> T:
+        token = check_token(token)
+        enter = gate if gate is not None else self._limiter.acquire
+        secrets = (self._api_token, token)
+        params = {"token": self._api_token}
+        if box is not None:
+            params["size"] = str(box)
+        url = self._base_url.join(_DOCUMENT_PATH + token)
+        headers = dict(self._headers, Accept="image/*")
+
+        async def attempt() -> T:
+            request = self._http.build_request(
+                "POST",
+                url,
+                params=params,
+                headers=headers,
+                timeout=self._attempt_timeout(timeout),
+            )
+            async with (
+                enter(token) as permit,
+                self._exchange(request, secrets, "document", permit) as response,
+            ):
+                if response.status_code != 200:
+                    raise await self._status_error(response, secrets, "document")
+                return await consume(ImageBody(response))
+
+        return await self._call(
+            attempt,
+            max_retries=self._retries(max_retries),
+            safe_only=False,
+            deadline=deadline,
+            limited=True,
+        )
+
+    async def _call(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        max_retries: int,
+        safe_only: bool,
+        deadline: float | None,
+        limited: bool = False,
+    ) -> T:
+        """Run ``attempt`` with retries, within the call's deadline."""
+        seconds = self._deadline if deadline is None else deadline
+        if seconds is None:
+            return await self._retrying(attempt, max_retries, safe_only, limited)
+        scope = self._clock.cancel_scope(seconds)
+        try:
+            with scope:
+                return await self._retrying(attempt, max_retries, safe_only, limited)
+        finally:
+            scope.cancel()  # lets a fake clock forget the deadline
+        # Reached only when the deadline's scope swallowed the cancellation.
+        raise PassbackTimeoutError(f"the call's deadline of {seconds:g} s passed", sent=True)
+
+    async def _retrying(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        max_retries: int,
+        safe_only: bool,
+        limited: bool,
+    ) -> T:
+        retry = 0
+        while True:
+            try:
+                return await attempt()
+            except PassbackError as exc:
+                retry += 1
+                if retry > max_retries or not self._retryable(exc, safe_only):
+                    raise
+                delay = self._policy.backoff(retry, self._rng)
+                if isinstance(exc, RateLimitError):
+                    if (exc.retry_after or 0.0) > self._policy.retry_after_cap:
+                        raise
+                    if limited:
+                        # The limiter holds the document until Retry-After has passed.
+                        logger.debug("429: retry %d of %d after the hold", retry, max_retries)
+                        continue
+                    if exc.retry_after is not None:
+                        delay = exc.retry_after
+                logger.debug(
+                    "%s: retry %d of %d in %.2f s", type(exc).__name__, retry, max_retries, delay
+                )
+                await self._clock.sleep(delay)
+
+    @staticmethod
+    def _retryable(exc: PassbackError, safe_only: bool) -> bool:
+        if isinstance(exc, TransportError):
+            return not exc.sent or not safe_only
+        if safe_only:
+            return False
+        if isinstance(exc, ResponseError):
+            return exc.retryable
+        return isinstance(exc, APIStatusError) and exc.status_code in RETRYABLE_STATUSES
+
+    @asynccontextmanager
+    async def _exchange(
+        self,
+        request: httpx.Request,
+        secrets: tuple[str, ...],
+        endpoint: str,
+        permit: Permit | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Send ``request``, yield the streaming response, translate httpx's errors."""
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            error = _translate(exc, secrets, endpoint)
+            if permit is not None and not error.sent:
+                permit.not_sent()
+            raise error from exc
+        try:
+            if permit is not None:
+                hold = None
+                if response.status_code == 429:
+                    hold = parse_retry_after(response.headers.get("retry-after"))
+                    if hold is None:
+                        hold = self._policy.default_retry_after or self._limiter.period
+                await permit.complete(hold=hold)
+            logger.debug("%s %s: %d", request.method, endpoint, response.status_code)
+            try:
+                yield response
+            except httpx.HTTPError as exc:
+                raise _translate(exc, secrets, endpoint) from exc
+        finally:
+            await response.aclose()
+
+    async def _read_json(
+        self, response: httpx.Response, secrets: tuple[str, ...], endpoint: str
+    ) -> object:
+        if response.status_code != 200:
+            raise await self._status_error(response, secrets, endpoint)
+        body = await response.aread()
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedResponseError(
+                f"the {endpoint} endpoint answered 200 with a body that is not JSON"
+            ) from None
+
+    async def _status_error(
+        self, response: httpx.Response, secrets: tuple[str, ...], endpoint: str
+    ) -> APIStatusError:
+        head = bytearray()
+        async for chunk in response.aiter_bytes():
+            head += chunk
+            if len(head) >= _EXCERPT_BYTES:
+                break
+        excerpt = _excerpt(bytes(head[:_EXCERPT_BYTES]), secrets)
+        status = response.status_code
+        cls = status_error_class(status)
+        message = f"the {endpoint} endpoint answered {status} {response.reason_phrase}"
+        if endpoint == "document" and len(secrets) > 1:
+            message += f" for document {shorten(secrets[1])}"
+        if cls is RateLimitError:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if retry_after is not None:
+                message += f" (Retry-After {retry_after:g} s)"
+            return RateLimitError(message, body_excerpt=excerpt, retry_after=retry_after)
+        return cls(message, status_code=status, body_excerpt=excerpt)
+
+
+def _read_image(token: str, box: Size | None) -> Callable[[ImageBody], Awaitable[DocumentImage]]:
+    async def consume(body: ImageBody) -> DocumentImage:
+        buffer = bytearray()
+        async with contextlib.aclosing(body.chunks()) as chunks:
+            async for chunk in chunks:
+                buffer += chunk
+        return DocumentImage(
+            bytes(buffer), body.content_type, body.media_type, body.extension, token, box
+        )
+
+    return consume
+
+
+def _excerpt(body: bytes, secrets: Iterable[str]) -> str:
+    text = body.decode("utf-8", "replace")
+    text = scrub(text, secrets)
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text[:_EXCERPT_CHARS]
+
+
+def _translate(exc: httpx.HTTPError, secrets: Iterable[str], endpoint: str) -> TransportError:
+    """Turn one of httpx's errors into ours, at the edge, with no secret in the message."""
+    detail = scrub(str(exc), secrets)
+    name = type(exc).__name__
+    # These fail before a byte of the request leaves: safe to retry anything.
+    unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    if isinstance(exc, httpx.TimeoutException):
+        return PassbackTimeoutError(
+            f"the {endpoint} call timed out ({name}: {detail})", sent=not unsent
+        )
+    return PassbackConnectionError(
+        f"the {endpoint} call failed on the wire ({name}: {detail})", sent=not unsent
+    )

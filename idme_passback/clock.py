@@ -1,0 +1,155 @@
+"""Clocks: where the limiter and the client read the time and wait.
+
+Production code uses :class:`MonotonicClock`. Tests use :class:`FakeClock`,
+whose time moves only when told to, so a 60-second rate-limit period costs a
+test suite nothing. Both work under asyncio and trio (anyio primitives only).
+
+Example::
+
+    clock = FakeClock()
+    limiter = RateLimiter(limit=2, period=60.0, clock=clock)
+    ...
+    await clock.advance(60.0)   # wakes every sleeper whose time has come, in order
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from typing import Protocol, runtime_checkable
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["Clock", "FakeClock", "MonotonicClock"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """A source of monotonic time in seconds, and a way to wait on it."""
+
+    def now(self) -> float:
+        """Return the current time in seconds (any origin, never going back)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time (``inf`` waits until cancelled)."""
+        ...
+
+    def cancel_scope(self, seconds: float) -> anyio.CancelScope:
+        """Return a cancel scope that cancels itself ``seconds`` from now on this clock."""
+        ...
+
+
+class MonotonicClock:
+    """Real time: :func:`time.monotonic` and :func:`anyio.sleep`."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        """Return :func:`time.monotonic`."""
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep for ``seconds`` of real time (``inf`` sleeps until cancelled)."""
+        if math.isinf(seconds):
+            await anyio.sleep_forever()
+        await anyio.sleep(max(0.0, seconds))
+
+    def cancel_scope(self, seconds: float) -> anyio.CancelScope:
+        """Return a scope with an anyio deadline ``seconds`` from now."""
+        return anyio.CancelScope(deadline=anyio.current_time() + seconds)
+
+    def __repr__(self) -> str:
+        return "MonotonicClock()"
+
+
+def _done(item: anyio.Event | anyio.CancelScope) -> bool:
+    if isinstance(item, anyio.Event):
+        return item.is_set()
+    return item.cancel_called
+
+
+def _wake(item: anyio.Event | anyio.CancelScope) -> None:
+    if isinstance(item, anyio.Event):
+        item.set()
+    else:
+        item.cancel()
+
+
+class FakeClock:
+    """Virtual time for tests: it moves only through :meth:`advance`.
+
+    Sleepers are woken in deadline order; after each wake-up the clock lets
+    every task run until all are blocked again, so effects happen at the
+    virtual instant they would in real time.
+    """
+
+    __slots__ = ("_counter", "_now", "_sleepers")
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        # (deadline, order, what to wake): an Event to set or a CancelScope to cancel
+        self._sleepers: list[tuple[float, int, anyio.Event | anyio.CancelScope]] = []
+        self._counter = itertools.count()
+
+    def now(self) -> float:
+        """Return the virtual time."""
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait until :meth:`advance` moves the clock ``seconds`` further."""
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._counter), event))
+        await event.wait()
+
+    def cancel_scope(self, seconds: float) -> anyio.CancelScope:
+        """Return a scope that :meth:`advance` cancels once ``seconds`` have passed."""
+        scope = anyio.CancelScope()
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._counter), scope))
+        return scope
+
+    @property
+    def next_deadline(self) -> float | None:
+        """The earliest time a sleeper waits for, if any still waits."""
+        self._drop_woken()
+        return self._sleepers[0][0] if self._sleepers else None
+
+    def _drop_woken(self) -> None:
+        while self._sleepers and _done(self._sleepers[0][2]):
+            heapq.heappop(self._sleepers)
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``, waking sleepers in deadline order."""
+        if seconds < 0:
+            raise ValueError("a clock never goes back")
+        target = self._now + seconds
+        await anyio.wait_all_tasks_blocked()
+        while True:
+            deadline = self.next_deadline
+            if deadline is None or deadline > target:
+                break
+            self._now = max(self._now, deadline)
+            while self._sleepers and self._sleepers[0][0] <= self._now:
+                _wake(heapq.heappop(self._sleepers)[2])
+            await anyio.wait_all_tasks_blocked()
+        self._now = target
+        await anyio.wait_all_tasks_blocked()
+
+    async def run_until_idle(self, *, limit: float = 1e9) -> None:
+        """Advance to each next deadline until no sleeper is left (or ``limit`` is passed)."""
+        end = self._now + limit
+        while True:
+            await anyio.wait_all_tasks_blocked()
+            deadline = self.next_deadline
+            if deadline is None or deadline > end:
+                return
+            await self.advance(deadline - self._now)
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self._now!r})"

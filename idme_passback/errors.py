@@ -1,0 +1,210 @@
+"""The exceptions this library raises.
+
+Everything derives from one root, so ``except PassbackError`` catches them
+all. Misuse (a bad size, a malformed token, no API token) is also a
+``ValueError`` so callers can catch it the way they catch other bad input.
+Nothing here ever carries a secret: messages name document tokens only in
+shortened form, and body excerpts are scrubbed of the secrets in play.
+
+::
+
+    PassbackError
+    ├── ConfigurationError (ValueError)        no API token, an unsafe base URL
+    ├── InvalidSizeError (ValueError)          size outside 100..1000, wrong type
+    ├── InvalidTokenError (ValueError)         a token that could change the request
+    ├── TransportError                         the request did not complete
+    │   ├── PassbackConnectionError            could not connect, or dropped
+    │   └── PassbackTimeoutError               no answer in time
+    ├── ResponseError                          the server answered, but not usefully
+    │   ├── NotAnImageError                    a 200 whose body is not an image
+    │   ├── IncompleteBodyError                body shorter than its Content-Length
+    │   ├── MalformedResponseError             JSON that is not the documented shape
+    │   └── DocumentTokensMissingError         attributes without ``document_tokens``
+    └── APIStatusError                         a non-2xx status; has ``status_code``
+        ├── BadRequestError                    400
+        ├── AuthenticationError                401
+        ├── PermissionDeniedError              403
+        ├── NotFoundError                      404
+        ├── GoneError                          410
+        ├── UnprocessableEntityError           422
+        ├── RateLimitError                     429; has ``retry_after``
+        └── ServerError                        5xx
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "DocumentTokensMissingError",
+    "GoneError",
+    "IncompleteBodyError",
+    "InvalidSizeError",
+    "InvalidTokenError",
+    "MalformedResponseError",
+    "NotAnImageError",
+    "NotFoundError",
+    "PassbackConnectionError",
+    "PassbackError",
+    "PassbackTimeoutError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseError",
+    "ServerError",
+    "TransportError",
+    "UnprocessableEntityError",
+]
+
+
+class PassbackError(Exception):
+    """The root of every exception raised by idme_passback."""
+
+
+class ConfigurationError(PassbackError, ValueError):
+    """The client was set up in a way that cannot work or is unsafe."""
+
+
+class InvalidSizeError(PassbackError, ValueError):
+    """A requested image size is malformed or outside the 100..1000 bounds."""
+
+
+class InvalidTokenError(PassbackError, ValueError):
+    """A token is empty, too long, or holds characters that could alter the request."""
+
+
+class TransportError(PassbackError):
+    """The request did not complete on the wire."""
+
+    #: Whether the request is known never to have reached the server.
+    sent: bool
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class PassbackConnectionError(TransportError):
+    """Could not connect to the server, or the connection dropped mid-exchange."""
+
+
+class PassbackTimeoutError(TransportError):
+    """The server did not answer within the configured timeout or deadline."""
+
+
+class ResponseError(PassbackError):
+    """The server answered, but not with what the API promises."""
+
+    #: Whether retrying the same request may succeed.
+    retryable: bool = False
+
+
+class NotAnImageError(ResponseError):
+    """A successful response whose body is not an image (an HTML or JSON page, or empty)."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, content_type: str | None = None) -> None:
+        super().__init__(message)
+        self.content_type = content_type
+
+
+class IncompleteBodyError(ResponseError):
+    """The body ended before the length the server announced."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, expected: int | None, received: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.received = received
+
+
+class MalformedResponseError(ResponseError):
+    """A JSON response that does not have the documented shape."""
+
+
+class DocumentTokensMissingError(ResponseError):
+    """The attributes payload has no ``document_tokens`` attribute.
+
+    This is normal when Document Passback is not enabled on the consumer, or
+    when the user verified without an identity document.
+    """
+
+
+class APIStatusError(PassbackError):
+    """The server answered with a non-success status code."""
+
+    status_code: int
+    #: A short excerpt of the body with every known secret scrubbed out.
+    body_excerpt: str
+
+    def __init__(self, message: str, *, status_code: int, body_excerpt: str = "") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body_excerpt = body_excerpt
+
+
+class BadRequestError(APIStatusError):
+    """400: the server rejected the request (for example a size it does not accept)."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API token or the access token was not accepted."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the credentials are valid but not allowed to do this."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the document token is unknown (or no longer valid)."""
+
+
+class GoneError(APIStatusError):
+    """410: the document token existed but has expired or been used up."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request was well-formed but could not be processed."""
+
+
+class RateLimitError(APIStatusError):
+    """429: the document's rate limit was exceeded and retries did not help."""
+
+    #: Seconds the server asked us to wait, when it said.
+    retry_after: float | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 429,
+        body_excerpt: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, body_excerpt=body_excerpt)
+        self.retry_after = retry_after
+
+
+class ServerError(APIStatusError):
+    """5xx: the server failed."""
+
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    410: GoneError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """Return the exception class for a non-success status code."""
+    if status_code >= 500:
+        return ServerError
+    return _STATUS_ERRORS.get(status_code, APIStatusError)
