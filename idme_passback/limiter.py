@@ -228,12 +228,15 @@ class RateLimiter:
     async def _reserve(self, token: str) -> Grant:
         queue = self._queues.get(token)
         if queue is None:
-            result = await self._try(token)
-            if isinstance(result, Grant):
-                return result
-            queue = self._queues.get(token)
-            if queue is None:
-                queue = self._queues[token] = deque()
+            if self._fast is not None:
+                # Nobody waits on this key: try at once. Synchronous, so no one
+                # arriving later can overtake.
+                result = self._fast.reserve_nowait(token, self._limit, self._period)
+                if isinstance(result, Grant):
+                    return result
+            # A remote store answers after an await: join the queue first, so
+            # arrival order is fixed before anyone awaits.
+            queue = self._queues[token] = deque()
         waiter = _Waiter()
         queue.append(waiter)
         try:

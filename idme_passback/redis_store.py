@@ -57,7 +57,7 @@ local holdkey = prefix .. 'h:' .. root
 local function keep(key)
   local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   if last[2] then
-    redis.call('PEXPIREAT', key, math.ceil(tonumber(last[2])) + 1000)
+    redis.call('PEXPIRE', key, math.ceil(tonumber(last[2]) - now) + 1000)
   end
 end
 """
@@ -102,7 +102,7 @@ if tonumber(ARGV[6]) > 0 then
   local until_ = now + tonumber(ARGV[6])
   local hold = tonumber(redis.call('GET', holdkey) or '0')
   if until_ > hold then
-    redis.call('SET', holdkey, until_, 'PXAT', until_)
+    redis.call('SET', holdkey, until_, 'PX', math.ceil(until_ - now) + 1000)
   end
 end
 if redis.call('ZREM', bucket, 'i:' .. ARGV[7]) == 1 and ARGV[4] == '1' then
@@ -120,7 +120,7 @@ _HOLD = (
 local until_ = now + tonumber(ARGV[4])
 local hold = tonumber(redis.call('GET', holdkey) or '0')
 if until_ > hold then
-  redis.call('SET', holdkey, until_, 'PXAT', until_)
+  redis.call('SET', holdkey, until_, 'PX', math.ceil(until_ - now) + 1000)
 end
 return 1
 """

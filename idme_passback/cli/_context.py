@@ -1,0 +1,48 @@
+"""What every command gets: the three standard streams, an optional transport, the secrets."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+import attrs
+import httpx
+
+from .._tokens import scrub
+
+__all__ = ["Context"]
+
+
+@attrs.define
+class Context:
+    """The streams a command reads and writes, and what it must never print.
+
+    ``transport`` points the commands at something other than the network
+    (tests pass ``httpx.ASGITransport(app=FakePassbackServer())``).
+    ``secrets`` collects every secret read, so that any message printed can
+    be scrubbed of them as a last line of defence.
+    """
+
+    stdin: TextIO
+    stdout: TextIO
+    stderr: TextIO
+    transport: httpx.AsyncBaseTransport | None = None
+    secrets: list[str] = attrs.Factory(list)
+
+    def out(self, line: str = "") -> None:
+        """Write one line of results to stdout."""
+        self.stdout.write(line + "\n")
+        self.stdout.flush()
+
+    def note(self, line: str) -> None:
+        """Write one line of commentary (progress, warnings) to stderr."""
+        self.stderr.write(self.safe(line) + "\n")
+        self.stderr.flush()
+
+    def safe(self, text: str) -> str:
+        """Return ``text`` with every secret this run has read replaced by ``[REDACTED]``."""
+        return scrub(text, self.secrets)
+
+    def keep_secret(self, secret: str) -> str:
+        """Remember ``secret`` so no message can print it; return it."""
+        self.secrets.append(secret)
+        return secret

@@ -1,0 +1,90 @@
+"""Shared fixtures: tokens in the seed's formats, a respx-mocked sandbox, a real Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from idme_passback import PassbackClient, RateLimiter
+from idme_passback.clock import FakeClock
+
+# The seed's own examples.
+API_TOKEN = "1234567-fd03-4ca4-a93e-aae6fce8e82b"
+FRONT = "d9ec9c13-f3e6-4b2e-a34f-e3f45b21206f"
+BACK = "fb4ad373-45a6-4a64-bb3c-43e0c59d1ab5"
+HEX_TOKEN = "3696f8c1a8ee4ae9aab56fb38c3dbd03"
+REFRESHED = "8003c78ead9641bcbd284e97acac3f85"
+ACCESS_TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+SANDBOX = "https://api.idmelabs.com"
+
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(200)
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when a test says so."""
+    return FakeClock()
+
+
+@pytest_asyncio.fixture
+async def client(clock: FakeClock) -> AsyncIterator[PassbackClient]:
+    """A sandbox client on fake time, for respx-mocked tests."""
+    async with PassbackClient(
+        API_TOKEN, environment="sandbox", limiter=RateLimiter(clock=clock)
+    ) as passback:
+        yield passback
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server: the one .ci/run started, or one started here.
+
+    In CI a missing server is a failure, never a skip.
+    """
+    url = os.environ.get("IDME_PASSBACK_REDIS_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed; .ci/run must install it")
+        pytest.skip("redis-server is not installed (CI installs it)")
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="idme-passback-redis-")
+    process = subprocess.Popen(  # noqa: S603 - a fixed local binary and arguments
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("redis-server did not start")
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
