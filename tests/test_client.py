@@ -30,6 +30,7 @@ from idme_passback import (
     ServerError,
     Size,
     UnprocessableEntityError,
+    errors,
 )
 
 from .conftest import ACCESS_TOKEN, API_TOKEN, BACK, FRONT, HEX_TOKEN, JPEG, PNG, REFRESHED, SANDBOX
@@ -199,7 +200,10 @@ async def test_attributes_that_are_not_the_documented_shape_raise(
     [(JPEG, "image/jpeg", ".jpg"), (PNG, "image/png", ".png")],
 )
 async def test_the_extension_comes_from_the_bytes_not_the_header(
-    respx_mock: respx.MockRouter, client: PassbackClient, body: bytes, media_type: str,
+    respx_mock: respx.MockRouter,
+    client: PassbackClient,
+    body: bytes,
+    media_type: str,
     extension: str,
 ) -> None:
     # The header claims one thing; the bytes say another.
@@ -226,7 +230,9 @@ async def test_the_extension_comes_from_the_bytes_not_the_header(
     ],
 )
 async def test_each_status_maps_to_its_error(
-    respx_mock: respx.MockRouter, client: PassbackClient, status: int,
+    respx_mock: respx.MockRouter,
+    client: PassbackClient,
+    status: int,
     error: type[APIStatusError],
 ) -> None:
     route = respx_mock.post(document_url(FRONT)).respond(
@@ -257,9 +263,7 @@ async def test_5xx_and_429_are_typed_after_retries_run_out(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    "body", [b"<html>down for maintenance</html>", b'{"error": "x"}', b""]
-)
+@pytest.mark.parametrize("body", [b"<html>down for maintenance</html>", b'{"error": "x"}', b""])
 async def test_a_200_that_is_not_an_image_is_an_error(
     respx_mock: respx.MockRouter, body: bytes
 ) -> None:
@@ -287,8 +291,22 @@ async def test_bad_sizes_send_nothing(
 
 
 HOSTILE = [
-    "", "../attributes.json", "a/b", "abc?token=x", "abc#frag", "abc%2F..", "..", ".",
-    "a b", "abc\n", "abc\x00", "abc\t", "x" * 257, "ab..cd", "\u00e9abc", "abc&size=1x1",
+    "",
+    "../attributes.json",
+    "a/b",
+    "abc?token=x",
+    "abc#frag",
+    "abc%2F..",
+    "..",
+    ".",
+    "a b",
+    "abc\n",
+    "abc\x00",
+    "abc\t",
+    "x" * 257,
+    "ab..cd",
+    "\u00e9abc",
+    "abc&size=1x1",
 ]
 
 
@@ -398,8 +416,6 @@ async def test_a_custom_transport_carries_the_requests() -> None:
 
 
 def test_every_error_derives_from_one_root() -> None:
-    import idme_passback.errors as errors
-
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), PassbackError)
 
@@ -509,8 +525,15 @@ async def test_reprs_hide_secrets_and_personal_data(
     attributes = await client.get_attributes(ACCESS_TOKEN)
     image = await client.get_document(FRONT)
     shown = " ".join(
-        repr(x) for x in (client, attributes, attributes["fname"], attributes.document_tokens,
-                          image, client.limiter)
+        repr(x)
+        for x in (
+            client,
+            attributes,
+            attributes["fname"],
+            attributes.document_tokens,
+            image,
+            client.limiter,
+        )
     )
     for secret in (API_TOKEN, FRONT, BACK, ACCESS_TOKEN, "Jane"):
         assert secret not in shown

@@ -11,10 +11,12 @@ import math
 import random
 import secrets
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import anyio
 import pytest
+import redis.asyncio as redis
 
 from idme_passback import FakeClock, MemoryStore, RateLimiter, RedisStore
 from idme_passback._store import Grant
@@ -82,8 +84,6 @@ async def make_limiter(
     def make(limit: int = 2, period: float = PERIOD, **options: Any) -> RateLimiter:
         if flavour[1] == "memory":
             return RateLimiter(limit, period, clock=clock, **options)
-        import redis.asyncio as redis
-
         connection = redis.Redis.from_url(request.getfixturevalue("redis_url"))
         connections.append(connection)
         store = RedisStore(connection, prefix=f"test-{secrets.token_hex(4)}:", clock=clock)
@@ -130,8 +130,14 @@ class Log:
 
 
 async def request(
-    limiter: RateLimiter, clock: FakeClock, log: Log, name: str, key: str,
-    latency: float = 0.0, sent: bool = True,
+    limiter: RateLimiter,
+    clock: FakeClock,
+    log: Log,
+    name: str,
+    key: str,
+    latency: float = 0.0,
+    *,
+    sent: bool = True,
 ) -> None:
     async with limiter.acquire(key) as permit:
         start = clock.now()
@@ -186,7 +192,7 @@ async def test_a_request_that_never_left_returns_its_token_at_once(
     limiter = make_limiter(limit=1)
     log = Log(clock)
     async with anyio.create_task_group() as group:
-        group.start_soon(request, limiter, clock, log, "refused", "doc", 0.0, False)
+        group.start_soon(partial(request, sent=False), limiter, clock, log, "refused", "doc")
         await settle(clock, limiter)
         group.start_soon(request, limiter, clock, log, "next", "doc")
         await run_clock(clock, limiter)
@@ -199,11 +205,14 @@ async def test_an_unknown_fate_counts_as_sent(
     limiter = make_limiter(limit=1)
     log = Log(clock)
 
+    async def send_then_time_out() -> None:
+        async with limiter.acquire("doc"):
+            await clock.sleep(5.0)
+            raise TimeoutError
+
     async def times_out() -> None:
         with pytest.raises(TimeoutError):
-            async with limiter.acquire("doc"):
-                await clock.sleep(5.0)
-                raise TimeoutError
+            await send_then_time_out()
 
     async with anyio.create_task_group() as group:
         group.start_soon(times_out)
@@ -370,7 +379,9 @@ async def test_one_shot_keys_leave_no_state_once_a_period_has_passed(
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_a_key_with_a_token_out_is_never_evicted(anyio_backend: str, clock: FakeClock) -> None:
+async def test_a_key_with_a_token_out_is_never_evicted(
+    anyio_backend: str, clock: FakeClock
+) -> None:
     store = MemoryStore(clock)
     limiter = RateLimiter(1, PERIOD, store=store)
     log = Log(clock)
@@ -388,7 +399,9 @@ async def test_a_key_with_a_token_out_is_never_evicted(anyio_backend: str, clock
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_a_cancelled_waiter_leaves_no_queue_behind(anyio_backend: str, clock: FakeClock) -> None:
+async def test_a_cancelled_waiter_leaves_no_queue_behind(
+    anyio_backend: str, clock: FakeClock
+) -> None:
     limiter = RateLimiter(1, PERIOD, clock=clock)
     async with limiter.acquire("doc") as permit:
         await permit.complete()

@@ -51,7 +51,7 @@ def test_each_dimension_out_of_bounds_names_value_and_bound(
         parse_size((width, height))
 
 
-@pytest.mark.parametrize("bad", [True, 300.0, "300", None, 3e2])
+@pytest.mark.parametrize("bad", [True, 300.0, "300", None, 300.5])
 def test_non_int_dimensions_are_rejected_not_converted(bad: object) -> None:
     with pytest.raises(InvalidSizeError, match="must be an int"):
         Size(bad, 300)  # type: ignore[arg-type]
@@ -79,8 +79,21 @@ def test_accepted_forms(value: object, expected: Size | None) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    [" 300x200", "300x200 ", "300 x 200", "+300x200", "0300x200", "300*200", "300x", "x200",
-     "300x200x100", "", "３００x200", "-300x200", "300.0x200"],
+    [
+        " 300x200",
+        "300x200 ",
+        "300 x 200",
+        "+300x200",
+        "0300x200",
+        "300*200",
+        "300x",
+        "x200",
+        "300x200x100",
+        "",
+        "\uff13\uff10\uff10x200",  # full-width digits
+        "-300x200",
+        "300.0x200",
+    ],
 )
 def test_malformed_strings_are_rejected(text: str) -> None:
     with pytest.raises(InvalidSizeError, match="WxH"):
