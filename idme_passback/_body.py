@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator
 
 import httpx
@@ -60,18 +61,19 @@ class ImageBody:
         expected = _declared_length(self._response)
         head = b""
         checked = False
-        async for chunk in self._response.aiter_bytes(CHUNK_SIZE):
-            self.received += len(chunk)
-            if not checked:
-                head += chunk
-                if len(head) < SNIFF_BYTES:
+        async with contextlib.aclosing(self._response.aiter_bytes(CHUNK_SIZE)) as stream:
+            async for chunk in stream:
+                self.received += len(chunk)
+                if not checked:
+                    head += chunk
+                    if len(head) < SNIFF_BYTES:
+                        continue
+                    self._check_head(head)
+                    checked = True
+                    yield head
+                    head = b""
                     continue
-                self._check_head(head)
-                checked = True
-                yield head
-                head = b""
-                continue
-            yield chunk
+                yield chunk
         if not checked:
             self._check_head(head)
             if head:

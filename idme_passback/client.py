@@ -671,10 +671,11 @@ class PassbackClient:
         self, response: httpx.Response, secrets: tuple[str, ...], endpoint: str
     ) -> APIStatusError:
         head = bytearray()
-        async for chunk in response.aiter_bytes():
-            head += chunk
-            if len(head) >= _EXCERPT_BYTES:
-                break
+        async with contextlib.aclosing(response.aiter_bytes()) as stream:
+            async for chunk in stream:
+                head += chunk
+                if len(head) >= _EXCERPT_BYTES:
+                    break
         excerpt = _excerpt(bytes(head[:_EXCERPT_BYTES]), secrets)
         status = response.status_code
         cls = status_error_class(status)

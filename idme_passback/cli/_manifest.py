@@ -1,0 +1,114 @@
+"""The manifest of a bulk download: one JSON line per item, and no secret in any of them.
+
+Each record names its item by position, by a shortened token (for a human)
+and by the token's SHA-256 (for ``--resume``, which can then recognise a
+token without the manifest ever holding one)::
+
+    {"index": 0, "token": "d9ec9c…", "token_sha256": "…", "size": "300x200",
+     "status": "ok", "path": "/abs/out/000000-d9ec9c.jpg", "bytes": 48213,
+     "error": null, "message": null}
+
+A resumed run appends to the manifest; an item counts as done when any of
+its records (same token and size) says ``ok`` and its file still exists.
+Every line is flushed as it is written, so a crash loses nothing already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from .._bulk import FetchResult
+from .._tokens import scrub, shorten
+
+__all__ = ["Manifest", "completed", "key", "make_record", "token_digest"]
+
+#: What identifies an item across runs: the token's digest and the size asked for.
+Key = tuple[str, str | None]
+
+
+def token_digest(token: str) -> str:
+    """Return the SHA-256 hex digest of ``token``."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def key(token: str, size: str | None) -> Key:
+    """Return the key that matches an item to its records in earlier runs."""
+    return (token_digest(token), size)
+
+
+def make_record(index: int, result: FetchResult, size: str | None, path: Path | None) -> dict[str, Any]:
+    """Return the manifest record of one finished item."""
+    error = result.error
+    return {
+        "index": index,
+        "token": shorten(result.token),
+        "token_sha256": token_digest(result.token),
+        "size": size,
+        "status": "ok" if error is None else "error",
+        "path": None if path is None else str(path.resolve()),
+        "bytes": result.bytes,
+        "error": None if error is None else type(error).__name__,
+        # The library's messages hold no secret; scrubbing the token costs nothing.
+        "message": None if error is None else scrub(str(error), [result.token]),
+    }
+
+
+def completed(path: Path) -> set[Key]:
+    """Return the keys of the items an earlier run finished, whose files still exist.
+
+    A missing manifest means nothing is done; unreadable lines (the last one,
+    cut by a crash) are skipped.
+    """
+    done: set[Key] = set()
+    try:
+        file = path.open(encoding="utf-8")
+    except FileNotFoundError:
+        return done
+    with file:
+        for line in file:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict) or record.get("status") != "ok":
+                continue
+            digest, size, written = record.get("token_sha256"), record.get("size"), record.get("path")
+            if isinstance(digest, str) and isinstance(written, str) and Path(written).is_file():
+                done.add((digest, size if isinstance(size, str) else None))
+    return done
+
+
+class Manifest:
+    """An open manifest file, written one flushed JSON line per item, mode 0600."""
+
+    def __init__(self, path: Path, *, append: bool) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        self.path = path
+        self._file: IO[str] = os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` as one line and flush it."""
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+    def __enter__(self) -> Manifest:
+        """Return the manifest; leaving the block closes it."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the file."""
+        self.close()

@@ -1,0 +1,69 @@
+"""The ``serve-fake`` command: the fake Passback API on a loopback port, for trying things out."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+import anyio
+
+from ._commands import BASE_URL_ENV
+from ._context import Context
+from ._exitcodes import ExitCode, UsageError
+from ._secrets import ACCESS_TOKEN_ENV, API_TOKEN_ENV
+
+__all__ = ["serve_fake"]
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+async def serve_fake(args: argparse.Namespace, ctx: Context) -> int:
+    """Serve a :class:`FakePassbackServer` with uvicorn until interrupted; print how to use it."""
+    try:
+        import uvicorn  # noqa: PLC0415 - an optional extra
+
+        from ..testing import FakePassbackServer  # noqa: PLC0415 - needs the fake extra
+    except ImportError:
+        raise UsageError("serve-fake needs uvicorn: pip install 'idme-passback[fake]'") from None
+
+    fake = FakePassbackServer()
+    # Bound here rather than by uvicorn: the real port of --port 0 is known before serving.
+    sock = _listen(args.host, args.port)
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{port}/"
+    # No access log: it would print every request's query string, API token included.
+    config = uvicorn.Config(fake, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+
+    async def announce() -> None:
+        while not server.started:
+            await anyio.sleep(0.02)
+        ctx.out(f"Fake Passback API at {url} (Ctrl+C to stop)")
+        ctx.out(
+            f"It allows {fake.limit} document requests per {fake.period:g} s per document, "
+            "like the real one. Its credentials are fake, so here they are:"
+        )
+        ctx.out(f"  export {BASE_URL_ENV}={url}")
+        ctx.out(f"  export {API_TOKEN_ENV}={fake.api_token}")
+        ctx.out(f"  export {ACCESS_TOKEN_ENV}={fake.access_token}")
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(announce)
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                group.cancel_scope.cancel()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    ctx.note("idme-passback: the fake server stopped")
+    return ExitCode.OK
