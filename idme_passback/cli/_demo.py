@@ -1,4 +1,4 @@
-"""The ``demo`` command: the whole flow against an in-process fake server, explained step by step."""
+"""The ``demo`` command: the whole flow against an in-process fake server, step by step."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ async def demo(args: argparse.Namespace, ctx: Context) -> int:
     """Run attributes, downloads, a refresh and a rate-limited request against a fake server."""
     try:
         from PIL import Image  # noqa: F401, PLC0415 - only to fail early and clearly
+
         from ..testing import FakePassbackServer  # noqa: PLC0415 - needs the fake extra
     except ImportError:
         raise UsageError("the demo needs Pillow: pip install 'idme-passback[fake]'") from None

@@ -76,16 +76,19 @@ class _Feed:
         return self._in_flight.pop(fed_index)
 
 
-def _input_name(path: Path, index: int, token: str, *, overwrite: bool) -> Path:
-    """Rename a file the library named after its position in this run to its input position.
+def _input_name(path: Path, fed: int, index: int, token: str, *, overwrite: bool) -> Path:
+    """Rename a file the library named after its place in this run to its place in the input.
 
     Only a resumed run feeds the library fewer items than the input holds,
-    so only there do the two numbers differ. If the name is taken, the file
-    keeps its first name; the manifest records where it is either way.
+    so only there do the two numbers differ. If the name is taken (or not
+    the library's pattern), the file keeps its name; the manifest records
+    where it is either way.
     """
-    wanted = path.with_name(f"{index:06d}-{shorten(token).rstrip(chr(0x2026))}{path.suffix}")
-    if wanted == path:
+    short = shorten(token).rstrip("\u2026")
+    given = f"{fed:06d}-{short}"
+    if fed == index or not path.name.startswith(given):
         return path
+    wanted = path.with_name(f"{index:06d}-{short}{path.name[len(given) :]}")
     try:
         if overwrite:
             os.replace(path, wanted)
@@ -97,11 +100,18 @@ def _input_name(path: Path, index: int, token: str, *, overwrite: bool) -> Path:
     return wanted
 
 
+def _only_generator_exit(exc: BaseException) -> bool:
+    inner = getattr(exc, "exceptions", None)
+    if isinstance(inner, tuple):
+        return all(_only_generator_exit(each) for each in inner)
+    return isinstance(exc, GeneratorExit)
+
+
 def _open_input(name: str, ctx: Context) -> TextIO:
     if name == "-":
         return ctx.stdin
     # newline="" is what the csv module asks for.
-    return open(name, encoding="utf-8", newline="")  # noqa: SIM115 - closed by the caller
+    return open(name, encoding="utf-8", newline="")
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Path, Path, str | None]:
@@ -115,12 +125,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, Path, str | None]:
     except FileExistsError:
         raise UsageError(f"--out {str(out)!r} exists and is not a folder") from None
     manifest = Path(args.manifest) if args.manifest else out / "manifest.jsonl"
-    if (
-        not args.resume
-        and not args.overwrite
-        and manifest.exists()
-        and manifest.stat().st_size > 0
-    ):
+    if not args.resume and not args.overwrite and manifest.exists() and manifest.stat().st_size > 0:
         raise UsageError(
             f"the manifest {str(manifest)!r} exists: pass --resume to continue that job, "
             "or --overwrite to start again"
@@ -167,18 +172,27 @@ async def download_many(args: argparse.Namespace, ctx: Context) -> int:
             on_progress=progress,
             overwrite=args.overwrite,
         )
-        async with results as stream:
-            async for result in stream:
-                sent = feed.claim(result.index)
-                path = result.path
-                if path is not None and not sent.named and sent.index != result.index:
-                    path = _input_name(path, sent.index, result.token, overwrite=args.overwrite)
-                manifest.write(make_record(sent.index, result, sent.size, path))
-                tally.add(result)
-                if isinstance(result.error, AuthenticationError | PermissionDeniedError):
-                    # A refused API token fails every item alike: stop spending requests.
-                    fatal = result.error
-                    break
+        try:
+            async with results as stream:
+                async for result in stream:
+                    sent = feed.claim(result.index)
+                    path = result.path
+                    if path is not None and not sent.named:
+                        path = _input_name(
+                            path, result.index, sent.index, result.token, overwrite=args.overwrite
+                        )
+                    manifest.write(make_record(sent.index, result, sent.size, path))
+                    tally.add(result)
+                    if isinstance(result.error, AuthenticationError | PermissionDeniedError):
+                        # A refused API token fails every item alike: stop spending requests.
+                        fatal = result.error
+                        break
+        except BaseException as exc:
+            # Workaround: stopping the job early makes the library's task group raise
+            # a group holding only the GeneratorExit it was closed with. Remove once
+            # idme_passback._bulk._run leaves its task group cleanly on aclose().
+            if fatal is None or not _only_generator_exit(exc):
+                raise
         progress.finish()
 
     elapsed = time.monotonic() - started

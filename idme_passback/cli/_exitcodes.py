@@ -44,7 +44,7 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.USAGE: "bad usage or input: options, sizes, tokens, missing secrets, files",
     ExitCode.ITEMS_FAILED: "download-many: some items failed (see the manifest)",
     ExitCode.AUTHENTICATION: "authentication: the API or access token was refused (401/403)",
-    ExitCode.NOT_FOUND: "not found: unknown or expired document token (404/410), no document tokens",
+    ExitCode.NOT_FOUND: "not found: unknown or expired document token (404/410), or no tokens",
     ExitCode.RATE_LIMITED: "rate limited (429) beyond what the retries could absorb",
     ExitCode.UNAVAILABLE: "transport or server failure: no connection, timeout, 5xx, bad body",
     ExitCode.INTERRUPTED: "interrupted (Ctrl+C)",

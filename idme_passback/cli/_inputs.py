@@ -68,8 +68,10 @@ async def read_rows(stream: TextIO) -> AsyncGenerator[Row, None]:
     first = True
     index = 0
     while True:
-        # Abandoned on cancellation: a read blocked on a terminal or pipe must not hold up Ctrl+C.
-        lines = await anyio.to_thread.run_sync(stream.readlines, _BATCH_HINT, abandon_on_cancel=True)
+        # Abandoned on cancellation: a read blocked on a pipe must not hold up Ctrl+C.
+        lines = await anyio.to_thread.run_sync(
+            stream.readlines, _BATCH_HINT, abandon_on_cancel=True
+        )
         if not lines:
             return
         for raw in csv.reader(lines):

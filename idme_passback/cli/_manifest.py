@@ -41,7 +41,9 @@ def key(token: str, size: str | None) -> Key:
     return (token_digest(token), size)
 
 
-def make_record(index: int, result: FetchResult, size: str | None, path: Path | None) -> dict[str, Any]:
+def make_record(
+    index: int, result: FetchResult, size: str | None, path: Path | None
+) -> dict[str, Any]:
     """Return the manifest record of one finished item."""
     error = result.error
     return {
@@ -77,7 +79,7 @@ def completed(path: Path) -> set[Key]:
                 continue
             if not isinstance(record, dict) or record.get("status") != "ok":
                 continue
-            digest, size, written = record.get("token_sha256"), record.get("size"), record.get("path")
+            digest, size, written = (record.get(name) for name in ("token_sha256", "size", "path"))
             if isinstance(digest, str) and isinstance(written, str) and Path(written).is_file():
                 done.add((digest, size if isinstance(size, str) else None))
     return done

@@ -78,7 +78,8 @@ def read_document_token(ctx: Context, argument: str | None) -> str:
         # but a habit that works would be repeated. The value is not echoed.
         raise UsageError(
             "document tokens are secrets and are never taken as arguments (argv is visible "
-            "to other users); pass it on stdin: ... | idme-passback fetch - -o front.jpg"
+            "to other users); pass it on stdin, for example: "
+            "idme-passback fetch -o front.jpg < front.token"
         )
     if ctx.stdin.isatty():
         text = getpass.getpass("Document token (not echoed): ", stream=ctx.stderr)

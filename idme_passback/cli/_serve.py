@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import socket
 
-import anyio
-
 from ._commands import BASE_URL_ENV
 from ._context import Context
 from ._exitcodes import ExitCode, UsageError
@@ -42,25 +40,17 @@ async def serve_fake(args: argparse.Namespace, ctx: Context) -> int:
     config = uvicorn.Config(fake, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
 
-    async def announce() -> None:
-        while not server.started:
-            await anyio.sleep(0.02)
-        ctx.out(f"Fake Passback API at {url} (Ctrl+C to stop)")
-        ctx.out(
-            f"It allows {fake.limit} document requests per {fake.period:g} s per document, "
-            "like the real one. Its credentials are fake, so here they are:"
-        )
-        ctx.out(f"  export {BASE_URL_ENV}={url}")
-        ctx.out(f"  export {API_TOKEN_ENV}={fake.api_token}")
-        ctx.out(f"  export {ACCESS_TOKEN_ENV}={fake.access_token}")
-
+    # The socket already listens: a client that connects now waits in the backlog.
+    ctx.out(f"Fake Passback API at {url} (Ctrl+C to stop)")
+    ctx.out(
+        f"It allows {fake.limit} document requests per {fake.period:g} s per document, "
+        "like the real one. Its credentials are fake, so here they are:"
+    )
+    ctx.out(f"  export {BASE_URL_ENV}={url}")
+    ctx.out(f"  export {API_TOKEN_ENV}={fake.api_token}")
+    ctx.out(f"  export {ACCESS_TOKEN_ENV}={fake.access_token}")
     try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(announce)
-            try:
-                await server.serve(sockets=[sock])
-            finally:
-                group.cancel_scope.cancel()
+        await server.serve(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:

@@ -196,6 +196,9 @@ class FakePassbackServer:
         error_rate, cut_body_rate, non_image_rate: probabilities that a
             granted document request gets a 500 HTML page, half its body under
             a full ``Content-Length``, or a 200 HTML maintenance page.
+        throttle_rate: probability that a document request within its budget
+            is answered 429 all the same (``Retry-After`` 1 s, or
+            ``retry_after``), as a server under load might; not counted.
         seed: seeds the fault draws and the document tokens (``None``: random).
         retry_after: a fixed ``Retry-After`` value (seconds or an HTTP date)
             for every 429 instead of the computed wait.
@@ -224,6 +227,7 @@ class FakePassbackServer:
         error_rate: float = 0.0,
         cut_body_rate: float = 0.0,
         non_image_rate: float = 0.0,
+        throttle_rate: float = 0.0,
         seed: int | str | None = None,
         retry_after: int | str | None = None,
         single_use_access_tokens: bool = False,
@@ -241,6 +245,8 @@ class FakePassbackServer:
         rates = (error_rate, cut_body_rate, non_image_rate)
         if any(not 0.0 <= rate <= 1.0 for rate in rates) or sum(rates) > 1.0:
             raise ValueError("fault rates must each be in [0, 1] and sum to at most 1")
+        if not 0.0 <= throttle_rate <= 1.0:
+            raise ValueError(f"throttle_rate must be in [0, 1], got {throttle_rate!r}")
         delivered_size(original_size, None)  # validates the original dimensions
 
         self.api_token = api_token
@@ -255,6 +261,7 @@ class FakePassbackServer:
         self.error_rate = error_rate
         self.cut_body_rate = cut_body_rate
         self.non_image_rate = non_image_rate
+        self.throttle_rate = throttle_rate
         self.retry_after = retry_after
         self.single_use_access_tokens = single_use_access_tokens
         self.image_bytes = image_bytes
@@ -616,6 +623,8 @@ class FakePassbackServer:
             reply, fault = self._scripted(step, found, size, now, refresh=False)
             counted = reply.status != 429
             return reply, {**changes, "fault": fault, "scripted": True, "counted": counted}
+        if self.throttle_rate and self._faults.random() < self.throttle_rate:
+            return self._rate_limited(1.0), {**changes, "fault": "throttle"}
         wait = found.budget.acquire(now)
         if wait > 0:
             return self._rate_limited(wait), changes
