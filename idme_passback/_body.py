@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncGenerator
+from typing import cast
 
 import httpx
 
@@ -24,18 +24,22 @@ def _declared_length(response: httpx.Response) -> int | None:
 
 
 class ImageBody:
-    """The chunks of a 200 response's body, checked as they pass.
+    """A 200 response's body, proven an image and whole before it is used.
 
-    Iterating yields the body chunk by chunk; before the first chunk is
-    yielded the head is checked against image signatures, and after the last
-    the byte count against Content-Length. Either failure raises, so a
-    caller that writes chunks as they come must discard what it wrote.
+    :meth:`read` returns it all (for an image kept in memory). For streaming,
+    :meth:`start` reads just enough to recognise the image (so ``extension``
+    is known before a file is named), and :meth:`chunks` yields the body
+    chunk by chunk, checking the byte count against Content-Length at the
+    end. Every check raises, so a caller that writes chunks as they come
+    must discard what it wrote; :meth:`aclose` releases the stream.
     """
 
-    __slots__ = ("_response", "extension", "media_type", "received")
+    __slots__ = ("_head", "_response", "_stream", "extension", "media_type", "received")
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
+        self._stream: AsyncGenerator[bytes, None] | None = None
+        self._head = b""
         self.media_type = ""
         self.extension = ""
         self.received = 0
@@ -47,7 +51,7 @@ class ImageBody:
         return value
 
     def _check_head(self, head: bytes) -> None:
-        kind = sniff_image(head)
+        kind = sniff_image(head[:SNIFF_BYTES])
         if kind is None:
             raise NotAnImageError(
                 f"the document endpoint answered 200 with a body that is not an image "
@@ -56,34 +60,54 @@ class ImageBody:
             )
         self.media_type, self.extension = kind
 
-    async def chunks(self) -> AsyncGenerator[bytes, None]:
-        """Yield the body's chunks; raise if it is not an image or ends short."""
+    def _check_length(self) -> None:
         expected = _declared_length(self._response)
-        head = b""
-        checked = False
-        async with contextlib.aclosing(self._response.aiter_bytes(CHUNK_SIZE)) as stream:
-            async for chunk in stream:
-                self.received += len(chunk)
-                if not checked:
-                    head += chunk
-                    if len(head) < SNIFF_BYTES:
-                        continue
-                    self._check_head(head)
-                    checked = True
-                    yield head
-                    head = b""
-                    continue
-                yield chunk
-        if not checked:
-            self._check_head(head)
-            if head:
-                yield head
         if expected is not None and self.received < expected:
             raise IncompleteBodyError(
                 f"the image body ended after {self.received} of {expected} bytes",
                 expected=expected,
                 received=self.received,
             )
+
+    async def read(self) -> bytes:
+        """Return the whole body, once proven an image and complete."""
+        content = await self._response.aread()
+        self.received = len(content)
+        self._check_head(content)
+        self._check_length()
+        return content
+
+    async def start(self) -> None:
+        """Read the first bytes and recognise the image (sets ``extension``)."""
+        # httpx types it as an iterator; it is an async generator, closed in aclose().
+        self._stream = cast("AsyncGenerator[bytes, None]", self._response.aiter_bytes(CHUNK_SIZE))
+        stream = self._stream
+        head = b""
+        async for chunk in stream:
+            head += chunk
+            if len(head) >= SNIFF_BYTES:
+                break
+        self.received = len(head)
+        self._head = head
+        self._check_head(head)
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """Yield the body's chunks; raise if it is not an image or ends short."""
+        if self._stream is None:
+            await self.start()
+        assert self._stream is not None
+        if self._head:
+            yield self._head
+            self._head = b""
+        async for chunk in self._stream:
+            self.received += len(chunk)
+            yield chunk
+        self._check_length()
+
+    async def aclose(self) -> None:
+        """Release the body's stream, read or not."""
+        if self._stream is not None:
+            await self._stream.aclose()
 
 
 def _describe_head(head: bytes) -> str:

@@ -291,14 +291,17 @@ async def _run(  # noqa: PLR0917 - private; called once, positionally, by run()
     done = failed = transferred = 0
     async with anyio.create_task_group() as group:
         group.start_soon(producer)
-        try:
-            async with receive:
-                async for result in receive:
-                    done += 1
-                    failed += not result.ok
-                    transferred += result.bytes
-                    if on_progress is not None:
-                        on_progress(Progress(done, failed, counted["total"], transferred))
+        async with receive:
+            async for result in receive:
+                done += 1
+                failed += not result.ok
+                transferred += result.bytes
+                if on_progress is not None:
+                    on_progress(Progress(done, failed, counted["total"], transferred))
+                try:
                     yield result
-        finally:
-            group.cancel_scope.cancel()
+                except GeneratorExit:
+                    # The consumer stopped early (aclose): stop the rest, then return
+                    # quietly, outside the task group, as a closing generator must.
+                    break
+        group.cancel_scope.cancel()

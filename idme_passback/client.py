@@ -14,11 +14,11 @@ import json
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 import httpx
 
@@ -496,6 +496,8 @@ class PassbackClient:
         async def consume(body: ImageBody) -> Path:
             final = target
             if final is None:
+                # Named after the image's own type, known once its first bytes are in.
+                await body.start()
                 stem = f"{index:06d}-{shorten(request.token).rstrip(chr(0x2026))}"
                 final = check_target(folder / (stem + body.extension), overwrite=overwrite)
             await write_atomically(final, body.chunks(), overwrite=overwrite)
@@ -550,7 +552,11 @@ class PassbackClient:
             ):
                 if response.status_code != 200:
                     raise await self._status_error(response, secrets, "document")
-                return await consume(ImageBody(response))
+                body = ImageBody(response)
+                try:
+                    return await consume(body)
+                finally:
+                    await body.aclose()
 
         return await self._call(
             attempt,
@@ -671,7 +677,9 @@ class PassbackClient:
         self, response: httpx.Response, secrets: tuple[str, ...], endpoint: str
     ) -> APIStatusError:
         head = bytearray()
-        async with contextlib.aclosing(response.aiter_bytes()) as stream:
+        async with contextlib.aclosing(
+            cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+        ) as stream:
             async for chunk in stream:
                 head += chunk
                 if len(head) >= _EXCERPT_BYTES:
@@ -692,12 +700,9 @@ class PassbackClient:
 
 def _read_image(token: str, box: Size | None) -> Callable[[ImageBody], Awaitable[DocumentImage]]:
     async def consume(body: ImageBody) -> DocumentImage:
-        buffer = bytearray()
-        async with contextlib.aclosing(body.chunks()) as chunks:
-            async for chunk in chunks:
-                buffer += chunk
+        content = await body.read()
         return DocumentImage(
-            bytes(buffer), body.content_type, body.media_type, body.extension, token, box
+            content, body.content_type, body.media_type, body.extension, token, box
         )
 
     return consume

@@ -346,10 +346,6 @@ async def test_resume_fetches_again_an_item_whose_file_is_gone(
     assert fake.count(endpoint="document") == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library: download_many reads body.extension before the head is sniffed",
-)
 @pytest.mark.asyncio
 async def test_download_many_names_files_after_their_image_type(
     fake: FakePassbackServer, tmp_path: Path
@@ -379,10 +375,13 @@ async def test_download_many_stops_at_a_refused_api_token(
     fake: FakePassbackServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("IDME_API_TOKEN", OTHER_API_TOKEN)
-    tokens = "\n".join(fake.issue_document() for _ in range(3))
-    result = await cli_run(fake, "download-many", "--out", str(tmp_path / "o"), stdin=tokens)
+    tokens = "\n".join(fake.issue_document() for _ in range(10))
+    result = await cli_run(
+        fake, "download-many", "--out", str(tmp_path / "o"), "--concurrency", "1", stdin=tokens
+    )
     assert result.code == ExitCode.AUTHENTICATION
     assert "stopped early" in result.err
+    assert fake.count(endpoint="document") < 10
     assert OTHER_API_TOKEN not in result.err
 
 
@@ -477,9 +476,12 @@ def served() -> Iterator[str]:
         env=_clean_env(),
     ) as process:
         lines: queue.Queue[str] = queue.Queue()
-        reader = threading.Thread(
-            target=lambda: [lines.put(line) for line in process.stdout or ()], daemon=True
-        )
+
+        def pump() -> None:
+            for line in process.stdout or ():
+                lines.put(line)
+
+        reader = threading.Thread(target=pump, daemon=True)
         reader.start()
         try:
             first = lines.get(timeout=10)

@@ -52,7 +52,9 @@ class _Feed:
     input position each of those numbers stands for.
     """
 
-    def __init__(self, rows: AsyncGenerator[Row, None], done: set[Key], default: str | None):
+    def __init__(
+        self, rows: AsyncGenerator[Row, None], done: set[Key], default: str | None
+    ) -> None:
         self._rows = rows
         self._done = done
         self._default = default
@@ -98,13 +100,6 @@ def _input_name(path: Path, fed: int, index: int, token: str, *, overwrite: bool
     except OSError:
         return path
     return wanted
-
-
-def _only_generator_exit(exc: BaseException) -> bool:
-    inner = getattr(exc, "exceptions", None)
-    if isinstance(inner, tuple):
-        return all(_only_generator_exit(each) for each in inner)
-    return isinstance(exc, GeneratorExit)
 
 
 def _open_input(name: str, ctx: Context) -> TextIO:
@@ -172,27 +167,20 @@ async def download_many(args: argparse.Namespace, ctx: Context) -> int:
             on_progress=progress,
             overwrite=args.overwrite,
         )
-        try:
-            async with results as stream:
-                async for result in stream:
-                    sent = feed.claim(result.index)
-                    path = result.path
-                    if path is not None and not sent.named:
-                        path = _input_name(
-                            path, result.index, sent.index, result.token, overwrite=args.overwrite
-                        )
-                    manifest.write(make_record(sent.index, result, sent.size, path))
-                    tally.add(result)
-                    if isinstance(result.error, AuthenticationError | PermissionDeniedError):
-                        # A refused API token fails every item alike: stop spending requests.
-                        fatal = result.error
-                        break
-        except BaseException as exc:
-            # Workaround: stopping the job early makes the library's task group raise
-            # a group holding only the GeneratorExit it was closed with. Remove once
-            # idme_passback._bulk._run leaves its task group cleanly on aclose().
-            if fatal is None or not _only_generator_exit(exc):
-                raise
+        async with results as stream:
+            async for result in stream:
+                sent = feed.claim(result.index)
+                path = result.path
+                if path is not None and not sent.named:
+                    path = _input_name(
+                        path, result.index, sent.index, result.token, overwrite=args.overwrite
+                    )
+                manifest.write(make_record(sent.index, result, sent.size, path))
+                tally.add(result)
+                if isinstance(result.error, AuthenticationError | PermissionDeniedError):
+                    # A refused API token fails every item alike: stop spending requests.
+                    fatal = result.error
+                    break
         progress.finish()
 
     elapsed = time.monotonic() - started

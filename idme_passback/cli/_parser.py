@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "attributes",
         summary="print the user's attributes as JSON (document tokens included)",
-        description="Print the attributes of the user whose access token is in "
-        "IDME_ACCESS_TOKEN (or --access-token-file) as JSON. The output holds the "
+        description="Print the attributes of the user whose access token is in\n"
+        "IDME_ACCESS_TOKEN (or --access-token-file) as JSON. The output holds the\n"
         "document tokens: treat it as a secret.",
     )
     sub.add_argument(
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "fetch",
         summary="download one side of a document; the token is read from stdin",
-        description="Download one side of an identity document to -o PATH, streamed "
+        description="Download one side of an identity document to -o PATH, streamed\n"
         "and atomic; print the path. The document token is read from stdin:\n\n"
         "  idme-passback fetch -o front.jpg < front.token",
     )
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve-fake",
         api=False,
         summary="serve a fake Passback API on loopback and print its credentials",
-        description="Serve idme_passback.testing.FakePassbackServer over HTTP until "
+        description="Serve idme_passback.testing.FakePassbackServer over HTTP until\n"
         "Ctrl+C, printing the base URL and the (fake) credentials it accepts.",
     )
     sub.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         api=False,
         summary="run the whole flow against an in-process fake, explained",
-        description="Run attributes, downloads, a refresh and a rate-limited request "
+        description="Run attributes, downloads, a refresh and a rate-limited request\n"
         "against an in-process fake server: no network, no set-up, a few seconds.",
     )
     sub.add_argument("--out", metavar="DIR", help="where to put the images (default: a temp dir)")

@@ -1,0 +1,121 @@
+"""Row 1: what ``client.get_document`` adds to a raw httpx POST on the same transport.
+
+Both sides hit one ``httpx.MockTransport`` answering a 2 KB JPEG; each call
+uses a fresh document token from a precomputed list, so the client's
+default limiter (2 per 60 s per document) never waits, and the raw side
+gets the same URLs. Calls run one after another (latency, not throughput),
+in rounds that alternate which side goes first; each side's best round counts.
+
+``python -m benchmarks.overhead --profile`` prints where the client's time goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import gc
+import pstats
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+
+from benchmarks._util import API_TOKEN, DOCUMENT_PATH, FAKE_BASE, Row, emit, jpeg_body, parser
+from idme_passback import PassbackClient, RateLimiter
+
+BODY = jpeg_body(2048)
+
+
+def _handler(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=BODY, headers={"content-type": "image/jpeg"})
+
+
+async def _ours(client: PassbackClient, tokens: Iterator[str], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        await client.get_document(next(tokens))
+    return (time.perf_counter() - start) / n
+
+
+async def _raw(http: httpx.AsyncClient, tokens: Iterator[str], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        url = f"{FAKE_BASE}{DOCUMENT_PATH}{next(tokens)}"
+        response = await http.post(url, params={"token": API_TOKEN})
+        await response.aread()
+    return (time.perf_counter() - start) / n
+
+
+async def measure(quick: bool) -> list[Row]:
+    n, rounds = (1000, 5) if quick else (5000, 7)
+    transport = httpx.MockTransport(_handler)
+    tokens = iter(f"{i:032x}" for i in range(10**9))
+    ours: list[float] = []
+    raw: list[float] = []
+    async with (
+        PassbackClient(
+            API_TOKEN, base_url=FAKE_BASE, transport=transport, limiter=RateLimiter()
+        ) as client,
+        httpx.AsyncClient(transport=transport) as http,
+    ):
+        await _ours(client, tokens, 200)
+        await _raw(http, tokens, 200)
+        for index in range(rounds):
+            gc.collect()
+            if index % 2:
+                raw.append(await _raw(http, tokens, n))
+                ours.append(await _ours(client, tokens, n))
+            else:
+                ours.append(await _ours(client, tokens, n))
+                raw.append(await _raw(http, tokens, n))
+    best_ours, best_raw = min(ours) * 1e6, min(raw) * 1e6
+    overhead = best_ours / best_raw
+    return [
+        Row(
+            "1",
+            "client overhead: `get_document` vs raw httpx POST (in-memory transport)",
+            f"{best_ours:.0f} µs/req (+{best_ours - best_raw:.0f} µs)",
+            f"{best_raw:.0f} µs/req",
+            f"{overhead:.2f}x",
+            "≤ 1.10x",
+            "1.00x (raw httpx on the same transport)",
+            overhead <= 1.10,
+            f"Sequential calls, best of {rounds} rounds of {n} calls per side, rounds alternating "
+            "which side goes first. Limiter: the client's default `RateLimiter()` (2 per 60 s "
+            "per document) with a fresh token per call, so it never waits; the raw side is "
+            "`httpx.AsyncClient.post(url, params={'token': ...})` + `aread()` on the same "
+            "`MockTransport` (2 KB JPEG body). Median rounds: ours "
+            f"{sorted(ours)[len(ours) // 2] * 1e6:.0f} µs, raw "
+            f"{sorted(raw)[len(raw) // 2] * 1e6:.0f} µs.",
+        )
+    ]
+
+
+async def profile(n: int = 5000) -> None:
+    """Print the client's hottest functions (cProfile) over ``n`` calls."""
+    transport = httpx.MockTransport(_handler)
+    tokens = iter(f"{i:032x}" for i in range(10**9))
+    async with PassbackClient(API_TOKEN, base_url=FAKE_BASE, transport=transport) as client:
+        await _ours(client, tokens, 200)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await _ours(client, tokens, n)
+        profiler.disable()
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    stats.sort_stats("cumulative").print_stats(r"idme_passback|httpx/_urls|anyio", 30)
+    stats.sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    p = parser(__doc__ or "")
+    p.add_argument("--profile", action="store_true", help="profile the client instead")
+    args = p.parse_args()
+    if args.profile:
+        asyncio.run(profile())
+        return
+    emit(asyncio.run(measure(args.quick)), args.json)
+
+
+if __name__ == "__main__":
+    main()
