@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator
 from typing import cast
 
 import httpx
 
 from ._imagetype import SNIFF_BYTES, sniff_image
-from .errors import IncompleteBodyError, NotAnImageError
+from .clock import Clock
+from .errors import IncompleteBodyError, NotAnImageError, PassbackTimeoutError
 
 CHUNK_SIZE = 64 * 1024
 
 
 def _declared_length(response: httpx.Response) -> int | None:
-    # With a content coding, Content-Length counts encoded bytes: not comparable.
-    if response.headers.get("content-encoding", "identity").lower() != "identity":
-        return None
-    value = response.headers.get("content-length")
-    if value is None or not value.isdigit():
-        return None
-    return int(value)
+    length: int | None = None
+    # One pass over the raw headers: httpx's own lookups cost more than the rest.
+    for key, value in response.headers.raw:
+        name = key.lower()
+        if name == b"content-length":
+            length = int(value) if value.isdigit() else None
+        elif name == b"content-encoding" and value.lower() != b"identity":
+            # With a content coding, Content-Length counts encoded bytes: not comparable.
+            return None
+    return length
 
 
 class ImageBody:
@@ -34,10 +39,23 @@ class ImageBody:
     must discard what it wrote; :meth:`aclose` releases the stream.
     """
 
-    __slots__ = ("_head", "_response", "_stream", "extension", "media_type", "received")
+    __slots__ = (
+        "_clock",
+        "_give_up",
+        "_head",
+        "_response",
+        "_stream",
+        "extension",
+        "media_type",
+        "received",
+    )
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(
+        self, response: httpx.Response, clock: Clock | None = None, give_up: float = math.inf
+    ) -> None:
         self._response = response
+        self._clock = clock
+        self._give_up = give_up
         self._stream: AsyncGenerator[bytes, None] | None = None
         self._head = b""
         self.media_type = ""
@@ -99,8 +117,14 @@ class ImageBody:
         if self._head:
             yield self._head
             self._head = b""
+        clock, give_up = self._clock, self._give_up
         async for chunk in self._stream:
             self.received += len(chunk)
+            if clock is not None and clock.now() > give_up:
+                raise PassbackTimeoutError(
+                    f"the call's deadline passed after {self.received} bytes of the body",
+                    sent=True,
+                )
             yield chunk
         self._check_length()
 

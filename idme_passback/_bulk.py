@@ -117,7 +117,7 @@ class Outcome:
     bytes: int = 0
 
 
-Gate: TypeAlias = Callable[[str], AbstractAsyncContextManager[Permit]]
+Gate: TypeAlias = Callable[[str, "float | None"], AbstractAsyncContextManager[Permit]]
 Work: TypeAlias = Callable[[DocumentRequest, int, Gate], Awaitable[Outcome]]
 
 
@@ -256,9 +256,9 @@ async def _run(  # noqa: PLR0917 - private; called once, positionally, by run()
     counted = {"total": total}
 
     @asynccontextmanager
-    async def gate(token: str) -> AsyncIterator[Permit]:
+    async def gate(token: str, wait: float | None) -> AsyncIterator[Permit]:
         # The limiter first, then a slot: never hold a slot while the budget refills.
-        async with limiter.acquire(token) as permit, slots:
+        async with limiter.acquire(token, timeout=wait) as permit, slots:
             yield permit
 
     async def worker(index: int, item: object) -> None:

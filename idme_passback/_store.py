@@ -11,24 +11,27 @@ same machine in Lua for many processes.
 
 from __future__ import annotations
 
+import bisect
 import heapq
-import itertools
 import math
+from collections import deque
 from typing import Protocol, runtime_checkable
-
-import attrs
 
 from .clock import Clock, MonotonicClock
 
 __all__ = ["Grant", "LimiterStore", "MemoryStore"]
 
 
-@attrs.frozen(repr=False)
 class Grant:
     """One token of one key's bucket, handed out by a store."""
 
-    key: str
-    reservation: str
+    __slots__ = ("key", "reservation")
+
+    def __init__(self, key: str, reservation: str = "") -> None:
+        #: The bucket (document) the token belongs to; a refreshed token names its root.
+        self.key = key
+        #: The store's handle on the token (the in-memory store needs none).
+        self.reservation = reservation
 
     def __repr__(self) -> str:
         return f"Grant(reservation={self.reservation!r})"
@@ -62,21 +65,26 @@ class LimiterStore(Protocol):
 
 
 class _Bucket:
+    """A key with something going on: tokens in flight, several cooling, or a hold."""
+
     __slots__ = ("cooling", "hold_until", "inflight")
 
     def __init__(self) -> None:
-        self.inflight: set[int] = set()
-        # reservation id -> time it becomes free again
-        self.cooling: dict[int, float] = {}
+        self.inflight = 0
+        # When each cooling token becomes free again, ascending.
+        self.cooling: list[float] = []
         self.hold_until = -math.inf
 
     def prune(self, now: float) -> None:
-        if self.cooling:
-            for rid in [rid for rid, free_at in self.cooling.items() if free_at <= now]:
-                del self.cooling[rid]
+        cooling = self.cooling
+        if cooling and cooling[0] <= now:
+            del cooling[: bisect.bisect_right(cooling, now)]
 
-    def idle(self, now: float) -> bool:
-        return not self.inflight and not self.cooling and self.hold_until <= now
+
+# A key's state is a _Bucket, or, in the commonest case (one token cooling and
+# nothing else), just the float time it comes back: a few dozen bytes per key
+# while a bulk job's one-shot documents wait out their period.
+_State = _Bucket | float
 
 
 class MemoryStore:
@@ -89,15 +97,27 @@ class MemoryStore:
     make the limiter fail open.
     """
 
-    __slots__ = ("_aliases", "_buckets", "_clock", "_due", "_ids")
+    __slots__ = (
+        "_aliases",
+        "_buckets",
+        "_clock",
+        "_due_at",
+        "_due_key",
+        "_later",
+        "_peak",
+    )
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock: Clock = clock if clock is not None else MonotonicClock()
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, _State] = {}
         self._aliases: dict[str, tuple[str, float]] = {}
-        # (time, key, is_alias): when a bucket or alias may have become removable.
-        self._due: list[tuple[float, str, bool]] = []
-        self._ids = itertools.count()
+        # Completions arrive in time order (one clock, one period), so their
+        # checks queue up already sorted: two flat deques, no tuples.
+        self._due_at: deque[float] = deque()
+        self._due_key: deque[str] = deque()
+        # Holds, aliases and anything out of order: (time, key, is_alias).
+        self._later: list[tuple[float, str, bool]] = []
+        self._peak = 0
 
     @property
     def clock(self) -> Clock:
@@ -108,47 +128,87 @@ class MemoryStore:
         """Return how many keys and aliases hold state now."""
         return len(self._buckets) + len(self._aliases)
 
+    def _schedule(self, at: float, key: str) -> None:
+        if not self._due_at or self._due_at[-1] <= at:
+            self._due_at.append(at)
+            self._due_key.append(key)
+        else:
+            heapq.heappush(self._later, (at, key, False))
+
     def _sweep(self, now: float) -> None:
-        due = self._due
-        while due and due[0][0] <= now:
-            _, key, is_alias = heapq.heappop(due)
+        due_at, due_key = self._due_at, self._due_key
+        while due_at and due_at[0] <= now:
+            due_at.popleft()
+            self._settle_key(due_key.popleft(), now)
+        later = self._later
+        while later and later[0][0] <= now:
+            _, key, is_alias = heapq.heappop(later)
             if is_alias:
                 entry = self._aliases.get(key)
                 if entry is not None and entry[1] <= now:
                     del self._aliases[key]
-                continue
-            bucket = self._buckets.get(key)
-            if bucket is not None:
-                bucket.prune(now)
-                if bucket.idle(now):
-                    del self._buckets[key]
+            else:
+                self._settle_key(key, now)
+        # dicts never give back their table: rebuild once most keys are gone.
+        size = len(self._buckets)
+        if size > self._peak:
+            self._peak = size
+        elif self._peak > 1024 and size < self._peak // 4:
+            self._buckets = dict(self._buckets)
+            self._peak = size
+
+    def _settle_key(self, key: str, now: float) -> None:
+        """Drop or compact ``key``'s state as far as ``now`` allows."""
+        state = self._buckets.get(key)
+        if state is None:
+            return
+        if isinstance(state, float):
+            if state <= now:
+                del self._buckets[key]
+            return
+        state.prune(now)
+        if state.inflight or state.hold_until > now:
+            return
+        if not state.cooling:
+            del self._buckets[key]
+        elif len(state.cooling) == 1:
+            self._buckets[key] = state.cooling[0]
 
     def _root(self, token: str) -> str:
+        if not self._aliases:
+            return token
         entry = self._aliases.get(token)
         return token if entry is None else entry[0]
 
     def reserve_nowait(self, token: str, limit: int, period: float) -> Grant | float:
         """Synchronous :meth:`reserve`: the limiter's fast path for this store."""
         now = self._clock.now()
-        if self._due:
+        if (self._due_at and self._due_at[0] <= now) or (self._later and self._later[0][0] <= now):
             self._sweep(now)
         key = self._root(token)
-        bucket = self._buckets.get(key)
-        if bucket is None:
+        state = self._buckets.get(key)
+        if state is None:
             bucket = self._buckets[key] = _Bucket()
+        elif isinstance(state, float):
+            bucket = _Bucket()
+            if state > now:
+                if limit == 1:
+                    return state - now
+                bucket.cooling.append(state)
+            self._buckets[key] = bucket
         else:
+            bucket = state
             bucket.prune(now)
             if bucket.hold_until > now:
                 return bucket.hold_until - now
-            if len(bucket.inflight) + len(bucket.cooling) >= limit:
-                # An in-flight token comes back no sooner than ``period`` from now.
+            if bucket.inflight + len(bucket.cooling) >= limit:
+                # An in-flight token comes back no sooner than a period from now.
                 soonest = now + period if bucket.inflight else math.inf
                 if bucket.cooling:
-                    soonest = min(soonest, *bucket.cooling.values())
+                    soonest = min(soonest, bucket.cooling[0])
                 return max(soonest - now, 0.0)
-        rid = next(self._ids)
-        bucket.inflight.add(rid)
-        return Grant(key, str(rid))
+        bucket.inflight += 1
+        return Grant(key)
 
     async def reserve(self, token: str, limit: int, period: float) -> Grant | float:
         """Take a token of ``token``'s document, or return the least delay worth waiting."""
@@ -158,19 +218,22 @@ class MemoryStore:
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
     ) -> None:
         """Synchronous :meth:`release`."""
-        if hold is not None:
-            self._hold(grant.key, hold)
-        bucket = self._buckets.get(grant.key)
-        rid = int(grant.reservation)
-        if bucket is None or rid not in bucket.inflight:
+        key = grant.key
+        bucket = self._buckets.get(key)
+        if not isinstance(bucket, _Bucket) or bucket.inflight <= 0:
             return
-        bucket.inflight.discard(rid)
+        bucket.inflight -= 1
         now = self._clock.now()
+        if hold is not None:
+            self._hold(key, hold)
         if sent:
-            bucket.cooling[rid] = now + period
-            heapq.heappush(self._due, (now + period, grant.key, False))
-        elif bucket.idle(now):
-            del self._buckets[grant.key]
+            free_at = now + period
+            if bucket.cooling and bucket.cooling[-1] > free_at:
+                bisect.insort(bucket.cooling, free_at)
+            else:
+                bucket.cooling.append(free_at)
+            self._schedule(free_at, key)
+        self._settle_key(key, now)
 
     async def release(
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
@@ -184,13 +247,17 @@ class MemoryStore:
 
     def _hold(self, key: str, seconds: float) -> None:
         now = self._clock.now()
-        bucket = self._buckets.get(key)
-        if bucket is None:
+        state = self._buckets.get(key)
+        if isinstance(state, _Bucket):
+            bucket = state
+        else:
             bucket = self._buckets[key] = _Bucket()
+            if state is not None and state > now:
+                bucket.cooling.append(state)
         until = now + seconds
         if until > bucket.hold_until:
             bucket.hold_until = until
-            heapq.heappush(self._due, (until, key, False))
+            heapq.heappush(self._later, (until, key, False))
 
     async def link(self, alias: str, token: str, ttl: float) -> None:
         """Make ``alias`` share ``token``'s budget for ``ttl`` seconds."""
@@ -201,7 +268,7 @@ class MemoryStore:
         if key == alias:
             return
         self._aliases[alias] = (key, now + ttl)
-        heapq.heappush(self._due, (now + ttl, alias, True))
+        heapq.heappush(self._later, (now + ttl, alias, True))
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._buckets)}, aliases={len(self._aliases)})"

@@ -12,15 +12,17 @@ import contextlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, TypeVar, cast
 
 import httpx
+from httpx._client import UseClientDefault
 
 from . import _bulk
 from ._body import ImageBody
@@ -163,10 +165,20 @@ class PassbackClient:
         self._clock = self._limiter.clock
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._owns_http = http_client is None
+        user_agent = {"User-Agent": f"idme-passback/{__version__}"}
         self._http = http_client or httpx.AsyncClient(
-            transport=transport, timeout=timeout, follow_redirects=False
+            transport=transport, timeout=timeout, headers=user_agent, follow_redirects=False
         )
-        self._headers = {"User-Agent": f"idme-passback/{__version__}"}
+        # Per request, pass only what the client does not already hold.
+        self._request_headers = None if self._owns_http else user_agent
+        self._default_timeout: float | httpx.Timeout | UseClientDefault = (
+            httpx.USE_CLIENT_DEFAULT if self._owns_http else timeout
+        )
+        # Tokens are checked URL-safe, so URLs are joined as strings, not parsed twice.
+        self._document_prefix = f"{self._base_url}{_DOCUMENT_PATH}"
+        self._refresh_prefix = f"{self._base_url}{_REFRESH_PATH}"
+        self._token_query = f"?token={self._api_token}"
+        self._longest_timeout = _longest(timeout)
         install_redaction()
 
     @staticmethod
@@ -259,23 +271,21 @@ class PassbackClient:
         access_token = check_access_token(access_token)
         secrets = (self._api_token, access_token)
         params: dict[str, str] = {}
-        headers = dict(self._headers, Accept="application/json")
+        headers = dict(self._request_headers or {})
         if self._access_token_in == "header":
             headers["Authorization"] = f"Bearer {access_token}"
         else:
             params["access_token"] = access_token
 
-        async def attempt() -> Attributes:
+        async def attempt(give_up: float) -> Attributes:
             request = self._http.build_request(
                 "GET",
-                self._base_url.join(_ATTRIBUTES_PATH),
+                f"{self._base_url}{_ATTRIBUTES_PATH}",
                 params=params,
                 headers=headers,
-                timeout=self._attempt_timeout(timeout),
+                timeout=self._attempt_timeout(timeout, give_up),
             )
-            async with self._exchange(request, secrets, "attributes") as response:
-                payload = await self._read_json(response, secrets, "attributes")
-            return parse_attributes(payload)
+            return parse_attributes(await self._json(request, secrets, "attributes"))
 
         attributes = await self._call(
             attempt, max_retries=self._policy.max_retries, safe_only=True, deadline=deadline
@@ -377,16 +387,14 @@ class PassbackClient:
         token = check_token(token)
         secrets = (self._api_token, token)
 
-        async def attempt() -> str:
+        async def attempt(give_up: float) -> str:
             request = self._http.build_request(
                 "POST",
-                self._base_url.join(_REFRESH_PATH + token),
-                params={"token": self._api_token},
-                headers=dict(self._headers, Accept="application/json"),
-                timeout=self._attempt_timeout(timeout),
+                f"{self._refresh_prefix}{token}{self._token_query}",
+                headers=self._request_headers,
+                timeout=self._attempt_timeout(timeout, give_up),
             )
-            async with self._exchange(request, secrets, "refresh") as response:
-                payload = await self._read_json(response, secrets, "refresh")
+            payload = await self._json(request, secrets, "refresh")
             new_token = payload.get("document_token") if isinstance(payload, dict) else None
             if not isinstance(new_token, str):
                 raise MalformedResponseError("the refresh answer has no 'document_token' string")
@@ -508,6 +516,9 @@ class PassbackClient:
 
     # -- the machinery ---------------------------------------------------------
 
+    def _acquire(self, token: str, wait: float | None) -> AbstractAsyncContextManager[Permit]:
+        return self._limiter.acquire(token, timeout=wait)
+
     def _retries(self, max_retries: int | None) -> int:
         if max_retries is None:
             return self._policy.max_retries
@@ -515,8 +526,19 @@ class PassbackClient:
             raise ConfigurationError("max_retries must be an int >= 0")
         return max_retries
 
-    def _attempt_timeout(self, timeout: _Timeout) -> float | httpx.Timeout:
-        return self._timeout if timeout is None else timeout
+    def _attempt_timeout(
+        self, timeout: _Timeout, give_up: float
+    ) -> float | httpx.Timeout | UseClientDefault:
+        """The attempt's timeout, shortened when the call's deadline is nearer."""
+        if timeout is None:
+            chosen, longest = self._default_timeout, self._longest_timeout
+        else:
+            chosen, longest = timeout, _longest(timeout)
+        if give_up != math.inf:
+            left = give_up - self._clock.now()
+            if left < longest:
+                return httpx.Timeout(max(left, 0.001))
+        return chosen
 
     async def _document(
         self,
@@ -530,33 +552,32 @@ class PassbackClient:
         gate: _bulk.Gate | None = None,
     ) -> T:
         token = check_token(token)
-        enter = gate if gate is not None else self._limiter.acquire
+        enter = gate if gate is not None else self._acquire
         secrets = (self._api_token, token)
-        params = {"token": self._api_token}
+        url = f"{self._document_prefix}{token}{self._token_query}"
         if box is not None:
-            params["size"] = str(box)
-        url = self._base_url.join(_DOCUMENT_PATH + token)
-        headers = dict(self._headers, Accept="image/*")
+            url += f"&size={box}"
+        headers = self._request_headers
 
-        async def attempt() -> T:
+        async def attempt(give_up: float) -> T:
             request = self._http.build_request(
-                "POST",
-                url,
-                params=params,
-                headers=headers,
-                timeout=self._attempt_timeout(timeout),
+                "POST", url, headers=headers, timeout=self._attempt_timeout(timeout, give_up)
             )
-            async with (
-                enter(token) as permit,
-                self._exchange(request, secrets, "document", permit) as response,
-            ):
-                if response.status_code != 200:
-                    raise await self._status_error(response, secrets, "document")
-                body = ImageBody(response)
+            wait = None if give_up == math.inf else give_up - self._clock.now()
+            async with enter(token, wait) as permit:
+                response = await self._send(request, secrets, "document", permit)
                 try:
-                    return await consume(body)
+                    if response.status_code != 200:
+                        raise await self._status_error(response, secrets, "document")
+                    body = ImageBody(response, self._clock, give_up)
+                    try:
+                        return await consume(body)
+                    finally:
+                        await body.aclose()
+                except httpx.HTTPError as exc:
+                    raise _translate(exc, secrets, "document") from exc
                 finally:
-                    await body.aclose()
+                    await response.aclose()
 
         return await self._call(
             attempt,
@@ -568,37 +589,33 @@ class PassbackClient:
 
     async def _call(
         self,
-        attempt: Callable[[], Awaitable[T]],
+        attempt: Callable[[float], Awaitable[T]],
         *,
         max_retries: int,
         safe_only: bool,
         deadline: float | None,
         limited: bool = False,
     ) -> T:
-        """Run ``attempt`` with retries, within the call's deadline."""
-        seconds = self._deadline if deadline is None else deadline
-        if seconds is None:
-            return await self._retrying(attempt, max_retries, safe_only, limited)
-        scope = self._clock.cancel_scope(seconds)
-        try:
-            with scope:
-                return await self._retrying(attempt, max_retries, safe_only, limited)
-        finally:
-            scope.cancel()  # lets a fake clock forget the deadline
-        # Reached only when the deadline's scope swallowed the cancellation.
-        raise PassbackTimeoutError(f"the call's deadline of {seconds:g} s passed", sent=True)
+        """Run ``attempt`` with retries until it succeeds, retries run out, or the deadline.
 
-    async def _retrying(
-        self,
-        attempt: Callable[[], Awaitable[T]],
-        max_retries: int,
-        safe_only: bool,
-        limited: bool,
-    ) -> T:
+        The deadline is a time on the client's clock that every wait respects:
+        the limiter's, each backoff, each attempt's network timeouts, and each
+        chunk of a streamed body. (No cancel scope: on the hot path it would
+        cost more than the rest of the client's work together.)
+        """
+        seconds = self._deadline if deadline is None else deadline
+        give_up = math.inf if seconds is None else self._clock.now() + seconds
         retry = 0
         while True:
             try:
-                return await attempt()
+                return await attempt(give_up)
+            except TimeoutError:
+                # The limiter could not grant a token before the deadline.
+                raise PassbackTimeoutError(
+                    f"the call's deadline of {seconds:g} s passed while waiting for the "
+                    "document's rate limit",
+                    sent=False,
+                ) from None
             except PassbackError as exc:
                 retry += 1
                 if retry > max_retries or not self._retryable(exc, safe_only):
@@ -609,14 +626,20 @@ class PassbackClient:
                         raise
                     if limited:
                         # The limiter holds the document until Retry-After has passed.
-                        logger.debug("429: retry %d of %d after the hold", retry, max_retries)
-                        continue
-                    if exc.retry_after is not None:
+                        delay = 0.0
+                    elif exc.retry_after is not None:
                         delay = exc.retry_after
+                if self._clock.now() + delay >= give_up:
+                    raise PassbackTimeoutError(
+                        f"the call's deadline of {seconds:g} s passed before retry {retry} "
+                        f"(last failure: {type(exc).__name__})",
+                        sent=True,
+                    ) from exc
                 logger.debug(
                     "%s: retry %d of %d in %.2f s", type(exc).__name__, retry, max_retries, delay
                 )
-                await self._clock.sleep(delay)
+                if delay:
+                    await self._clock.sleep(delay)
 
     @staticmethod
     def _retryable(exc: PassbackError, safe_only: bool) -> bool:
@@ -628,15 +651,14 @@ class PassbackClient:
             return exc.retryable
         return isinstance(exc, APIStatusError) and exc.status_code in RETRYABLE_STATUSES
 
-    @asynccontextmanager
-    async def _exchange(
+    async def _send(
         self,
         request: httpx.Request,
         secrets: tuple[str, ...],
         endpoint: str,
         permit: Permit | None = None,
-    ) -> AsyncIterator[httpx.Response]:
-        """Send ``request``, yield the streaming response, translate httpx's errors."""
+    ) -> httpx.Response:
+        """Send ``request`` and return the streaming response; settle ``permit`` on arrival."""
         try:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -644,19 +666,26 @@ class PassbackClient:
             if permit is not None and not error.sent:
                 permit.not_sent()
             raise error from exc
+        if permit is not None:
+            hold = None
+            if response.status_code == 429:
+                hold = parse_retry_after(response.headers.get("retry-after"))
+                if hold is None:
+                    hold = self._policy.default_retry_after or self._limiter.period
+            # The response is here: the server has counted the request by now.
+            await permit.complete(hold=hold)
+        logger.debug("%s %s: %d", request.method, endpoint, response.status_code)
+        return response
+
+    async def _json(
+        self, request: httpx.Request, secrets: tuple[str, ...], endpoint: str
+    ) -> object:
+        """Send ``request`` and return its decoded JSON body, or raise the typed error."""
+        response = await self._send(request, secrets, endpoint)
         try:
-            if permit is not None:
-                hold = None
-                if response.status_code == 429:
-                    hold = parse_retry_after(response.headers.get("retry-after"))
-                    if hold is None:
-                        hold = self._policy.default_retry_after or self._limiter.period
-                await permit.complete(hold=hold)
-            logger.debug("%s %s: %d", request.method, endpoint, response.status_code)
-            try:
-                yield response
-            except httpx.HTTPError as exc:
-                raise _translate(exc, secrets, endpoint) from exc
+            return await self._read_json(response, secrets, endpoint)
+        except httpx.HTTPError as exc:
+            raise _translate(exc, secrets, endpoint) from exc
         finally:
             await response.aclose()
 
@@ -696,6 +725,14 @@ class PassbackClient:
                 message += f" (Retry-After {retry_after:g} s)"
             return RateLimitError(message, body_excerpt=excerpt, retry_after=retry_after)
         return cls(message, status_code=status, body_excerpt=excerpt)
+
+
+def _longest(timeout: float | httpx.Timeout | None) -> float:
+    """The longest single wait a timeout setting allows (``inf`` for none)."""
+    if not isinstance(timeout, httpx.Timeout):
+        return math.inf if timeout is None else float(timeout)
+    phases = (timeout.connect, timeout.read, timeout.write, timeout.pool)
+    return max(math.inf if phase is None else phase for phase in phases)
 
 
 def _read_image(token: str, box: Size | None) -> Callable[[ImageBody], Awaitable[DocumentImage]]:

@@ -40,10 +40,6 @@ class Clock(Protocol):
         """Wait ``seconds`` of this clock's time (``inf`` waits until cancelled)."""
         ...
 
-    def cancel_scope(self, seconds: float) -> anyio.CancelScope:
-        """Return a cancel scope that cancels itself ``seconds`` from now on this clock."""
-        ...
-
 
 class MonotonicClock:
     """Real time: :func:`time.monotonic` and :func:`anyio.sleep`."""
@@ -59,10 +55,6 @@ class MonotonicClock:
         if math.isinf(seconds):
             await anyio.sleep_forever()
         await anyio.sleep(max(0.0, seconds))
-
-    def cancel_scope(self, seconds: float) -> anyio.CancelScope:
-        """Return a scope with an anyio deadline ``seconds`` from now."""
-        return anyio.CancelScope(deadline=anyio.current_time() + seconds)
 
     def __repr__(self) -> str:
         return "MonotonicClock()"
@@ -88,19 +80,6 @@ def _blocked(task: asyncio.Task[Any]) -> bool:
     return waiter is not None and not waiter.done()
 
 
-def _done(item: anyio.Event | anyio.CancelScope) -> bool:
-    if isinstance(item, anyio.Event):
-        return item.is_set()
-    return item.cancel_called
-
-
-def _wake(item: anyio.Event | anyio.CancelScope) -> None:
-    if isinstance(item, anyio.Event):
-        item.set()
-    else:
-        item.cancel()
-
-
 class FakeClock:
     """Virtual time for tests: it moves only through :meth:`advance`.
 
@@ -113,8 +92,8 @@ class FakeClock:
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
-        # (deadline, order, what to wake): an Event to set or a CancelScope to cancel
-        self._sleepers: list[tuple[float, int, anyio.Event | anyio.CancelScope]] = []
+        # (deadline, order, the sleeper's event)
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
         self._counter = itertools.count()
 
     def now(self) -> float:
@@ -133,12 +112,6 @@ class FakeClock:
         finally:
             event.set()  # a cancelled sleeper's deadline is forgotten
 
-    def cancel_scope(self, seconds: float) -> anyio.CancelScope:
-        """Return a scope that :meth:`advance` cancels once ``seconds`` have passed."""
-        scope = anyio.CancelScope()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._counter), scope))
-        return scope
-
     @property
     def next_deadline(self) -> float | None:
         """The earliest time a sleeper waits for, if any still waits."""
@@ -146,7 +119,7 @@ class FakeClock:
         return self._sleepers[0][0] if self._sleepers else None
 
     def _drop_woken(self) -> None:
-        while self._sleepers and _done(self._sleepers[0][2]):
+        while self._sleepers and self._sleepers[0][2].is_set():
             heapq.heappop(self._sleepers)
 
     async def advance(self, seconds: float) -> None:
@@ -161,7 +134,7 @@ class FakeClock:
                 break
             self._now = max(self._now, deadline)
             while self._sleepers and self._sleepers[0][0] <= self._now:
-                _wake(heapq.heappop(self._sleepers)[2])
+                heapq.heappop(self._sleepers)[2].set()
             await wait_all_tasks_blocked()
         self._now = target
         await wait_all_tasks_blocked()

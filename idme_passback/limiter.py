@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 import anyio.lowlevel
@@ -93,6 +91,38 @@ class Permit:
 
     def __repr__(self) -> str:
         return f"Permit(settled={self._settled})"
+
+
+class _Acquire:
+    """The ``async with`` of :meth:`RateLimiter.acquire` (a class: it runs per request)."""
+
+    __slots__ = ("_limiter", "_permit", "_timeout", "_token")
+
+    def __init__(self, limiter: RateLimiter, token: str, timeout: float | None) -> None:
+        self._limiter = limiter
+        self._token = token
+        self._timeout = timeout
+        self._permit: Permit | None = None
+
+    async def __aenter__(self) -> Permit:
+        limiter, token = self._limiter, self._token
+        fast = limiter._fast
+        result: Grant | float = math.inf
+        if fast is not None and token not in limiter._queues:
+            result = fast.reserve_nowait(token, limiter._limit, limiter._period)
+        if isinstance(result, Grant):
+            grant = result
+        else:
+            give_up = math.inf
+            if self._timeout is not None:
+                give_up = limiter._clock.now() + self._timeout
+            grant = await limiter._reserve(token, give_up)
+        self._permit = permit = Permit(limiter, token, grant)
+        return permit
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._permit is not None:
+            await self._limiter._settle(self._permit)
 
 
 class RateLimiter:
@@ -189,18 +219,18 @@ class RateLimiter:
             f"store={type(self._store).__name__}, waiting_keys={len(self._queues)})"
         )
 
-    @asynccontextmanager
-    async def acquire(self, token: str) -> AsyncIterator[Permit]:
+    def acquire(self, token: str, *, timeout: float | None = None) -> _Acquire:
         """Wait for a token of ``token``'s document, and settle it on leaving.
 
-        Cancelling the wait consumes nothing. See :class:`Permit` for how the
-        outcome of the request is reported.
+        Use as ``async with limiter.acquire(token) as permit:``. Cancelling
+        the wait consumes nothing. See :class:`Permit` for how the outcome of
+        the request is reported.
+
+        Raises:
+            TimeoutError: no token came within ``timeout`` seconds (on this
+                limiter's clock); nothing was consumed.
         """
-        permit = Permit(self, token, await self._reserve(token))
-        try:
-            yield permit
-        finally:
-            await self._settle(permit)
+        return _Acquire(self, token, timeout)
 
     async def hold(self, token: str, seconds: float) -> None:
         """Grant nothing on ``token``'s document for ``seconds`` (for example after a 429)."""
@@ -225,7 +255,7 @@ class RateLimiter:
                 raise
         return result
 
-    async def _reserve(self, token: str) -> Grant:
+    async def _reserve(self, token: str, give_up: float = math.inf) -> Grant:
         queue = self._queues.get(token)
         if queue is None:
             if self._fast is not None:
@@ -241,14 +271,17 @@ class RateLimiter:
         queue.append(waiter)
         try:
             while True:
-                if queue[0] is not waiter:
-                    await waiter.event.wait()
-                    waiter.event = anyio.Event()
-                    continue
-                result = await self._try(token)
-                if isinstance(result, Grant):
-                    return result
-                await self._wait(waiter, result)
+                if queue[0] is waiter:
+                    result = await self._try(token)
+                    if isinstance(result, Grant):
+                        return result
+                    delay = result
+                else:
+                    delay = math.inf  # until the waiters ahead have gone
+                left = give_up - self._clock.now()
+                if left <= 0:
+                    raise TimeoutError("no rate-limit token came in time")
+                await self._wait(waiter, min(delay, left))
                 waiter.event = anyio.Event()
         finally:
             # Whether granted or cancelled, this waiter leaves and the next goes first.
