@@ -14,8 +14,10 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import time
 from collections import deque
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, cast, runtime_checkable
 
 from .clock import Clock, MonotonicClock
 
@@ -71,14 +73,14 @@ class _Bucket:
 
     def __init__(self) -> None:
         self.inflight = 0
-        # When each cooling token becomes free again, ascending.
-        self.cooling: list[float] = []
+        # When each cooling token becomes free again, ascending: pruned from the left.
+        self.cooling: deque[float] = deque()
         self.hold_until = -math.inf
 
     def prune(self, now: float) -> None:
         cooling = self.cooling
-        if cooling and cooling[0] <= now:
-            del cooling[: bisect.bisect_right(cooling, now)]
+        while cooling and cooling[0] <= now:
+            cooling.popleft()
 
 
 # A key's state is a _Bucket, or, in the commonest case (one token cooling and
@@ -104,11 +106,16 @@ class MemoryStore:
         "_due_at",
         "_due_key",
         "_later",
+        "_now",
         "_peak",
     )
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock: Clock = clock if clock is not None else MonotonicClock()
+        # The real clock's reading, without a method call in between.
+        self._now: Callable[[], float] = (
+            time.monotonic if isinstance(self._clock, MonotonicClock) else self._clock.now
+        )
         self._buckets: dict[str, _State] = {}
         self._aliases: dict[str, tuple[str, float]] = {}
         # Completions arrive in time order (one clock, one period), so their
@@ -158,7 +165,7 @@ class MemoryStore:
             self._peak = size
 
     def _settle_key(self, key: str, now: float) -> None:
-        """Drop or compact ``key``'s state as far as ``now`` allows."""
+        """A check on ``key`` fell due: drop, compact or re-check its state."""
         state = self._buckets.get(key)
         if state is None:
             return
@@ -167,12 +174,19 @@ class MemoryStore:
                 del self._buckets[key]
             return
         state.prune(now)
-        if state.inflight or state.hold_until > now:
+        if state.cooling:
+            # Each key keeps one pending check, when its last token out comes back:
+            # a busy key costs one check a period, not one per request.
+            self._schedule(state.cooling[-1], key)
+        self._compact(key, state, now)
+
+    def _compact(self, key: str, bucket: _Bucket, now: float) -> None:
+        if bucket.inflight or bucket.hold_until > now:
             return
-        if not state.cooling:
+        if not bucket.cooling:
             del self._buckets[key]
-        elif len(state.cooling) == 1:
-            self._buckets[key] = state.cooling[0]
+        elif len(bucket.cooling) == 1:
+            self._buckets[key] = bucket.cooling[0]
 
     def _root(self, token: str) -> str:
         if not self._aliases:
@@ -180,16 +194,16 @@ class MemoryStore:
         entry = self._aliases.get(token)
         return token if entry is None else entry[0]
 
-    def reserve_nowait(self, token: str, limit: int, period: float) -> Grant | float:
-        """Synchronous :meth:`reserve`: the limiter's fast path for this store."""
-        now = self._clock.now()
+    def reserve_nowait(self, token: str, limit: int, period: float) -> str | float:
+        """Synchronous :meth:`reserve`: the granted key, or the least delay worth waiting."""
+        now = self._now()
         if (self._due_at and self._due_at[0] <= now) or (self._later and self._later[0][0] <= now):
             self._sweep(now)
         key = self._root(token)
         state = self._buckets.get(key)
         if state is None:
             bucket = self._buckets[key] = _Bucket()
-        elif isinstance(state, float):
+        elif type(state) is float:
             bucket = _Bucket()
             if state > now:
                 if limit == 1:
@@ -197,10 +211,11 @@ class MemoryStore:
                 bucket.cooling.append(state)
             self._buckets[key] = bucket
         else:
-            bucket = state
-            bucket.prune(now)
+            bucket = cast("_Bucket", state)  # type() checks are faster than isinstance here
             if bucket.hold_until > now:
                 return bucket.hold_until - now
+            if bucket.inflight + len(bucket.cooling) >= limit:
+                bucket.prune(now)
             if bucket.inflight + len(bucket.cooling) >= limit:
                 # An in-flight token comes back no sooner than a period from now.
                 soonest = now + period if bucket.inflight else math.inf
@@ -208,45 +223,51 @@ class MemoryStore:
                     soonest = min(soonest, bucket.cooling[0])
                 return max(soonest - now, 0.0)
         bucket.inflight += 1
-        return Grant(key)
+        return key
 
     async def reserve(self, token: str, limit: int, period: float) -> Grant | float:
         """Take a token of ``token``'s document, or return the least delay worth waiting."""
-        return self.reserve_nowait(token, limit, period)
+        result = self.reserve_nowait(token, limit, period)
+        return Grant(result) if isinstance(result, str) else result
 
-    def release_nowait(
-        self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
+    def release_key(
+        self, key: str, *, sent: bool, period: float, hold: float | None = None
     ) -> None:
-        """Synchronous :meth:`release`."""
-        key = grant.key
+        """Synchronous :meth:`release`, of a grant named by its key."""
         bucket = self._buckets.get(key)
         if not isinstance(bucket, _Bucket) or bucket.inflight <= 0:
             return
         bucket.inflight -= 1
-        now = self._clock.now()
+        now = self._now()
         if hold is not None:
             self._hold(key, hold)
         if sent:
             free_at = now + period
-            if bucket.cooling and bucket.cooling[-1] > free_at:
-                bisect.insort(bucket.cooling, free_at)
+            cooling = bucket.cooling
+            if not cooling:
+                # The key's first cooling token: it needs a check when that comes back
+                # (which, finding later tokens, schedules the next).
+                cooling.append(free_at)
+                self._schedule(free_at, key)
+            elif cooling[-1] <= free_at:
+                cooling.append(free_at)
             else:
-                bucket.cooling.append(free_at)
-            self._schedule(free_at, key)
-        self._settle_key(key, now)
+                bisect.insort(cooling, free_at)
+        if not bucket.inflight:
+            self._compact(key, bucket, now)
 
     async def release(
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
     ) -> None:
         """Settle a grant: ``sent`` cools the token for ``period`` from now, else frees it."""
-        self.release_nowait(grant, sent=sent, period=period, hold=hold)
+        self.release_key(grant.key, sent=sent, period=period, hold=hold)
 
     async def hold(self, token: str, seconds: float) -> None:
         """Grant nothing on ``token``'s document for ``seconds`` from now."""
         self._hold(self._root(token), seconds)
 
     def _hold(self, key: str, seconds: float) -> None:
-        now = self._clock.now()
+        now = self._now()
         state = self._buckets.get(key)
         if isinstance(state, _Bucket):
             bucket = state
@@ -263,7 +284,7 @@ class MemoryStore:
         """Make ``alias`` share ``token``'s budget for ``ttl`` seconds."""
         if alias == token:
             return
-        now = self._clock.now()
+        now = self._now()
         key = self._root(token)
         if key == alias:
             return

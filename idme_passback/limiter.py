@@ -52,33 +52,65 @@ class _Waiter:
 
 
 class Permit:
-    """One granted request on one document; settled exactly once.
+    """One request on one document: the ``async with`` of :meth:`RateLimiter.acquire`.
 
-    Tell the permit what happened to the request:
+    Entering waits for a token; tell the permit what happened to the request:
 
     * ``await permit.complete()``: the response arrived; the token cools from
       now. Pass ``hold=seconds`` after a 429 to pause the document too.
     * ``permit.not_sent()``: the request certainly never reached the server;
       its token comes back at once when the block is left.
 
-    Leaving the ``async with`` block without either counts the request as
-    sent, at the moment of leaving: the safe reading of an unknown fate
-    (a timeout after sending, a cancellation mid-request).
+    Leaving the block without either counts the request as sent, at the
+    moment of leaving: the safe reading of an unknown fate (a timeout after
+    sending, a cancellation mid-request). A permit is settled exactly once.
     """
 
-    __slots__ = ("_grant", "_limiter", "_sent", "_settled", "_token")
+    # One object per request, context manager and permit in one: this is the
+    # limiter's hot path, so it allocates as little as it can.
+    __slots__ = ("_grant", "_limiter", "_sent", "_settled", "_timeout", "_token")
 
-    def __init__(self, limiter: RateLimiter, token: str, grant: Grant) -> None:
+    def __init__(self, limiter: RateLimiter, token: str, timeout: float | None = None) -> None:
         self._limiter = limiter
         self._token = token
-        self._grant = grant
+        self._timeout = timeout
+        # The memory store names a grant by its key alone; remote stores hand a Grant.
+        self._grant: Grant | str | None = None
         self._sent = True
         self._settled = False
+
+    async def __aenter__(self) -> Permit:
+        limiter, token = self._limiter, self._token
+        fast = limiter._fast
+        if fast is not None and token not in limiter._queues:
+            result = fast.reserve_nowait(token, limiter._limit, limiter._period)
+            if type(result) is str:
+                self._grant = result
+                return self
+        give_up = math.inf
+        if self._timeout is not None:
+            give_up = limiter._clock.now() + self._timeout
+        self._grant = await limiter._reserve(token, give_up)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._grant is not None and not self._settled:
+            await self._limiter._settle(self, None)
 
     async def complete(self, *, hold: float | None = None) -> None:
         """Record that the response arrived now; with ``hold``, pause the document that long."""
         self._sent = True
-        await self._limiter._settle(self, hold)
+        if self._settled or self._grant is None:
+            return
+        grant, limiter = self._grant, self._limiter
+        if type(grant) is str and limiter._fast is not None:
+            # The memory store settles synchronously: no further await on the hot path.
+            self._settled = True
+            limiter._fast.release_key(grant, sent=True, period=limiter._period, hold=hold)
+            if limiter._queues:
+                limiter._wake(self._token)
+            return
+        await limiter._settle(self, hold)
 
     def not_sent(self) -> None:
         """Record that the request never reached the server."""
@@ -91,38 +123,6 @@ class Permit:
 
     def __repr__(self) -> str:
         return f"Permit(settled={self._settled})"
-
-
-class _Acquire:
-    """The ``async with`` of :meth:`RateLimiter.acquire` (a class: it runs per request)."""
-
-    __slots__ = ("_limiter", "_permit", "_timeout", "_token")
-
-    def __init__(self, limiter: RateLimiter, token: str, timeout: float | None) -> None:
-        self._limiter = limiter
-        self._token = token
-        self._timeout = timeout
-        self._permit: Permit | None = None
-
-    async def __aenter__(self) -> Permit:
-        limiter, token = self._limiter, self._token
-        fast = limiter._fast
-        result: Grant | float = math.inf
-        if fast is not None and token not in limiter._queues:
-            result = fast.reserve_nowait(token, limiter._limit, limiter._period)
-        if isinstance(result, Grant):
-            grant = result
-        else:
-            give_up = math.inf
-            if self._timeout is not None:
-                give_up = limiter._clock.now() + self._timeout
-            grant = await limiter._reserve(token, give_up)
-        self._permit = permit = Permit(limiter, token, grant)
-        return permit
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._permit is not None:
-            await self._limiter._settle(self._permit)
 
 
 class RateLimiter:
@@ -219,7 +219,7 @@ class RateLimiter:
             f"store={type(self._store).__name__}, waiting_keys={len(self._queues)})"
         )
 
-    def acquire(self, token: str, *, timeout: float | None = None) -> _Acquire:
+    def acquire(self, token: str, *, timeout: float | None = None) -> Permit:
         """Wait for a token of ``token``'s document, and settle it on leaving.
 
         Use as ``async with limiter.acquire(token) as permit:``. Cancelling
@@ -230,7 +230,7 @@ class RateLimiter:
             TimeoutError: no token came within ``timeout`` seconds (on this
                 limiter's clock); nothing was consumed.
         """
-        return _Acquire(self, token, timeout)
+        return Permit(self, token, timeout)
 
     async def hold(self, token: str, seconds: float) -> None:
         """Grant nothing on ``token``'s document for ``seconds`` (for example after a 429)."""
@@ -240,7 +240,7 @@ class RateLimiter:
         """Make ``new_token`` share ``token``'s budget (a refresh names the same document)."""
         await self._store.link(new_token, token, self._lineage_ttl)
 
-    async def _try(self, token: str) -> Grant | float:
+    async def _try(self, token: str) -> Grant | str | float:
         if self._fast is not None:
             return self._fast.reserve_nowait(token, self._limit, self._period)
         # A reservation made while we are being cancelled must not be lost.
@@ -255,15 +255,15 @@ class RateLimiter:
                 raise
         return result
 
-    async def _reserve(self, token: str, give_up: float = math.inf) -> Grant:
+    async def _reserve(self, token: str, give_up: float = math.inf) -> Grant | str:
         queue = self._queues.get(token)
         if queue is None:
             if self._fast is not None:
                 # Nobody waits on this key: try at once. Synchronous, so no one
                 # arriving later can overtake.
-                result = self._fast.reserve_nowait(token, self._limit, self._period)
-                if isinstance(result, Grant):
-                    return result
+                taken = self._fast.reserve_nowait(token, self._limit, self._period)
+                if isinstance(taken, str):
+                    return taken
             # A remote store answers after an await: join the queue first, so
             # arrival order is fixed before anyone awaits.
             queue = self._queues[token] = deque()
@@ -273,7 +273,7 @@ class RateLimiter:
             while True:
                 if queue[0] is waiter:
                     result = await self._try(token)
-                    if isinstance(result, Grant):
+                    if not isinstance(result, float):
                         return result
                     delay = result
                 else:
@@ -313,17 +313,18 @@ class RateLimiter:
         if queue:
             queue[0].event.set()
 
-    async def _settle(self, permit: Permit, hold: float | None = None) -> None:
-        if permit._settled:
-            return
+    async def _settle(self, permit: Permit, hold: float | None) -> None:
         permit._settled = True
         grant = permit._grant
-        if self._fast is not None:
-            self._fast.release_nowait(grant, sent=permit._sent, period=self._period, hold=hold)
+        if isinstance(grant, str):
+            assert self._fast is not None
+            self._fast.release_key(grant, sent=permit._sent, period=self._period, hold=hold)
         else:
+            assert grant is not None
             with anyio.CancelScope(shield=True):
                 await self._store.release(grant, sent=permit._sent, period=self._period, hold=hold)
-        self._wake(permit._token)
+        if self._queues:
+            self._wake(permit._token)
 
     def describe(self, token: str) -> str:
         """Return a log-safe name for ``token`` (a shortened form)."""
