@@ -12,8 +12,6 @@ from ._imagetype import SNIFF_BYTES, sniff_image
 from .clock import Clock
 from .errors import IncompleteBodyError, NotAnImageError, PassbackTimeoutError
 
-CHUNK_SIZE = 64 * 1024
-
 
 def _declared_length(response: httpx.Response) -> int | None:
     length: int | None = None
@@ -91,6 +89,7 @@ class ImageBody:
         """Return the whole body, once proven an image and complete."""
         content = await self._response.aread()
         self.received = len(content)
+        self._check_deadline()
         self._check_head(content)
         self._check_length()
         return content
@@ -98,7 +97,8 @@ class ImageBody:
     async def start(self) -> None:
         """Read the first bytes and recognise the image (sets ``extension``)."""
         # httpx types it as an iterator; it is an async generator, closed in aclose().
-        self._stream = cast("AsyncGenerator[bytes, None]", self._response.aiter_bytes(CHUNK_SIZE))
+        # Chunks as they arrive (no re-chunking): each is checked against the deadline.
+        self._stream = cast("AsyncGenerator[bytes, None]", self._response.aiter_bytes())
         stream = self._stream
         head = b""
         async for chunk in stream:
@@ -107,6 +107,7 @@ class ImageBody:
                 break
         self.received = len(head)
         self._head = head
+        self._check_deadline()
         self._check_head(head)
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
@@ -117,16 +118,18 @@ class ImageBody:
         if self._head:
             yield self._head
             self._head = b""
-        clock, give_up = self._clock, self._give_up
         async for chunk in self._stream:
             self.received += len(chunk)
-            if clock is not None and clock.now() > give_up:
-                raise PassbackTimeoutError(
-                    f"the call's deadline passed after {self.received} bytes of the body",
-                    sent=True,
-                )
+            self._check_deadline()
             yield chunk
         self._check_length()
+
+    def _check_deadline(self) -> None:
+        if self._clock is not None and self._clock.now() > self._give_up:
+            raise PassbackTimeoutError(
+                f"the call's deadline passed after {self.received} bytes of the body",
+                sent=True,
+            )
 
     async def aclose(self) -> None:
         """Release the body's stream, read or not."""

@@ -11,8 +11,13 @@ import attrs
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
-#: Statuses a document or refresh call retries (besides connection faults and timeouts).
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Statuses below 500 that a document or refresh call retries; every 5xx is retried too.
+RETRYABLE_STATUSES = frozenset({408, 429})
+
+
+def retryable_status(status: int) -> bool:
+    """Whether a document or refresh call retries an answer with ``status``."""
+    return status >= 500 or status in RETRYABLE_STATUSES
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

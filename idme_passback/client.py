@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, TypeVar, cast
 
+import attrs
 import httpx
 from httpx._client import UseClientDefault
 
@@ -28,7 +29,7 @@ from . import _bulk
 from ._body import ImageBody
 from ._files import check_target, write_atomically
 from ._redact import install_redaction
-from ._retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from ._retry import RetryPolicy, parse_retry_after, retryable_status
 from ._tokens import check_access_token, check_token, scrub, shorten
 from ._version import __version__
 from .errors import (
@@ -62,7 +63,6 @@ ENVIRONMENTS: dict[str, str] = {
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 #: Seconds one call may take in all: waiting on the limiter, attempts and backoff.
 DEFAULT_DEADLINE = 300.0
-DEFAULT_MAX_RETRIES = 2
 
 _ATTRIBUTES_PATH = "api/public/v3/attributes.json"
 _DOCUMENT_PATH = "api/public/v3/documents/"
@@ -110,7 +110,8 @@ class PassbackClient:
         timeout: per attempt; a number of seconds or an ``httpx.Timeout``.
         deadline: seconds a whole call may take, limiter waits and retries
             included; ``None`` for no deadline.
-        max_retries: retries of a failed document or refresh call.
+        max_retries: retries of a failed document or refresh call (default
+            2, or ``retry_policy.max_retries``; this wins over the policy's).
         access_token_in: send the access token as the ``access_token`` query
             parameter (``"query"``, as documented) or as an
             ``Authorization: Bearer`` header (``"header"``).
@@ -132,7 +133,7 @@ class PassbackClient:
         limiter: RateLimiter | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         deadline: float | None = DEFAULT_DEADLINE,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = None,
         access_token_in: Literal["query", "header"] = "query",
         allow_insecure_http: bool = False,
         retry_policy: RetryPolicy | None = None,
@@ -148,19 +149,17 @@ class PassbackClient:
             raise ConfigurationError("pass transport= or http_client=, not both")
         if access_token_in not in ("query", "header"):
             raise ConfigurationError("access_token_in must be 'query' or 'header'")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError("max_retries must be an int >= 0")
         self._base_url = self._resolve_base_url(
             environment, base_url, transport, allow_insecure_http
         )
         self._access_token_in = access_token_in
         self._timeout = timeout
         self._deadline = deadline
-        self._policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        if retry_policy is not None:
-            self._policy = retry_policy
-        elif max_retries != self._policy.max_retries:
-            self._policy = RetryPolicy(max_retries=max_retries)
+        policy = retry_policy or RetryPolicy()
+        if max_retries is not None:
+            # max_retries= is the short way to set just that; it wins over the policy's.
+            policy = attrs.evolve(policy, max_retries=self._retries(max_retries))
+        self._policy = policy
         self._limiter = limiter if limiter is not None else RateLimiter()
         self._clock = self._limiter.clock
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
@@ -649,7 +648,7 @@ class PassbackClient:
             return False
         if isinstance(exc, ResponseError):
             return exc.retryable
-        return isinstance(exc, APIStatusError) and exc.status_code in RETRYABLE_STATUSES
+        return isinstance(exc, APIStatusError) and retryable_status(exc.status_code)
 
     async def _send(
         self,

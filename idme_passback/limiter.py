@@ -279,8 +279,9 @@ class RateLimiter:
                 else:
                     delay = math.inf  # until the waiters ahead have gone
                 left = give_up - self._clock.now()
-                if left <= 0:
-                    raise TimeoutError("no rate-limit token came in time")
+                if left <= 0 or (delay != math.inf and delay > left):
+                    # A head waiter's delay is a lower bound: past the deadline, give up now.
+                    raise TimeoutError("no rate-limit token can come in time")
                 await self._wait(waiter, min(delay, left))
                 waiter.event = anyio.Event()
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -322,3 +323,109 @@ async def test_a_connection_refused_document_request_does_not_spend_budget(
         await drive(clock, lambda: client.get_document("doc-1"))
     # Refused twice, never sent: the one token was back at once each time.
     assert calls[-1] < 1.0
+
+
+async def test_every_5xx_is_retried(clock: FakeClock) -> None:
+    statuses = [501, 599, 200]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = statuses.pop(0)
+        return httpx.Response(status, content=b"\xff\xd8\xff" + bytes(64))
+
+    async with PassbackClient(
+        "1234567-fd03-4ca4-a93e-aae6fce8e82b",
+        transport=httpx.MockTransport(handler),
+        limiter=RateLimiter(limit=10, clock=clock),
+    ) as client:
+        [image] = await drive(clock, lambda: client.get_document("doc-1"))
+    assert not isinstance(image, BaseException)
+    assert statuses == []
+
+
+async def test_max_retries_wins_over_the_policys(clock: FakeClock) -> None:
+    calls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(clock.now())
+        return httpx.Response(500)
+
+    async with PassbackClient(
+        "1234567-fd03-4ca4-a93e-aae6fce8e82b",
+        transport=httpx.MockTransport(handler),
+        limiter=RateLimiter(limit=10, clock=clock),
+        retry_policy=RetryPolicy(max_retries=5, backoff_initial=0.01),
+        max_retries=1,
+    ) as client:
+        [error] = await drive(clock, lambda: client.get_document("doc-1"))
+    assert isinstance(error, ServerError)
+    assert len(calls) == 2
+
+
+async def test_a_document_held_past_the_deadline_fails_at_once(
+    fake: FakePassbackServer, clock: FakeClock
+) -> None:
+    token = fake.issue_document()
+    fake.script(token, [429])
+    fake.retry_after = 3600
+    async with make_client(fake, clock, deadline=300.0) as client:
+        [held] = await drive(clock, lambda: client.get_document(token))
+        [again] = await drive(clock, lambda: client.get_document(token))
+    assert isinstance(held, RateLimitError)
+    assert isinstance(again, PassbackTimeoutError)
+    assert again.sent is False
+    assert clock.now() == 0.0  # nobody waited out a deadline that could not be met
+    assert fake.count(endpoint="document") == 1
+
+
+async def test_a_backoff_past_the_deadline_ends_the_call(clock: FakeClock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503)
+
+    async with PassbackClient(
+        "1234567-fd03-4ca4-a93e-aae6fce8e82b",
+        transport=httpx.MockTransport(handler),
+        limiter=RateLimiter(limit=10, clock=clock),
+        retry_policy=RetryPolicy(max_retries=10, backoff_initial=4.0, backoff_max=4.0),
+        deadline=0.001,
+    ) as client:
+        [error] = await drive(clock, lambda: client.get_document("doc-1"))
+    assert isinstance(error, PassbackTimeoutError)
+    assert isinstance(error.__cause__, ServerError)
+    assert clock.now() == 0.0
+
+
+class _SlowBody(httpx.AsyncByteStream):
+    """A body that trickles in: one chunk every 10 s of fake time."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._clock = clock
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        yield b"\xff\xd8\xff" + bytes(100)
+        for _ in range(5):
+            await self._clock.sleep(10.0)
+            yield bytes(100)
+
+
+# asyncio only: abandoning a body midway leaves httpx's inner async generators
+# (Response.aiter_raw) to the garbage collector, which trio reports as a warning.
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_deadline_stops_a_body_that_trickles_in(
+    anyio_backend: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_SlowBody(clock))
+
+    async with PassbackClient(
+        "1234567-fd03-4ca4-a93e-aae6fce8e82b",
+        transport=httpx.MockTransport(handler),
+        limiter=RateLimiter(limit=10, clock=clock),
+        deadline=25.0,
+        max_retries=0,
+    ) as client:
+        [error] = await drive(
+            clock, lambda: client.download_document("doc-1", tmp_path / "doc.jpg")
+        )
+    assert isinstance(error, PassbackTimeoutError)
+    assert clock.now() == 30.0
+    assert list(tmp_path.iterdir()) == []

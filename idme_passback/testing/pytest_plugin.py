@@ -3,6 +3,7 @@
 Installed as the ``idme_passback`` pytest11 entry point, so tests just ask
 for the fixture::
 
+    @pytest.mark.asyncio          # or @pytest.mark.anyio, as your suite runs async tests
     async def test_fetch(passback_fake):
         token = passback_fake.issue_document()
         transport = httpx.ASGITransport(app=passback_fake)
