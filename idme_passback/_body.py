@@ -13,17 +13,24 @@ from .clock import Clock
 from .errors import IncompleteBodyError, NotAnImageError, PassbackTimeoutError
 
 
-def _declared_length(response: httpx.Response) -> int | None:
+def _scan_headers(response: httpx.Response) -> tuple[str | None, int | None]:
+    """Return the Content-Type and the comparable Content-Length, in one pass.
+
+    httpx's own header lookups cost more than the rest of the checks together.
+    """
+    content_type: str | None = None
     length: int | None = None
-    # One pass over the raw headers: httpx's own lookups cost more than the rest.
+    encoded = False
     for key, value in response.headers.raw:
         name = key.lower()
-        if name == b"content-length":
+        if name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"content-length":
             length = int(value) if value.isdigit() else None
         elif name == b"content-encoding" and value.lower() != b"identity":
             # With a content coding, Content-Length counts encoded bytes: not comparable.
-            return None
-    return length
+            encoded = True
+    return content_type, None if encoded else length
 
 
 class ImageBody:
@@ -39,10 +46,12 @@ class ImageBody:
 
     __slots__ = (
         "_clock",
+        "_expected",
         "_give_up",
         "_head",
         "_response",
         "_stream",
+        "content_type",
         "extension",
         "media_type",
         "received",
@@ -59,12 +68,9 @@ class ImageBody:
         self.media_type = ""
         self.extension = ""
         self.received = 0
-
-    @property
-    def content_type(self) -> str | None:
-        """The server's Content-Type header, as sent."""
-        value: str | None = self._response.headers.get("content-type")
-        return value
+        #: The server's Content-Type header, as sent.
+        self.content_type: str | None
+        self.content_type, self._expected = _scan_headers(response)
 
     def _check_head(self, head: bytes) -> None:
         kind = sniff_image(head[:SNIFF_BYTES])
@@ -77,7 +83,7 @@ class ImageBody:
         self.media_type, self.extension = kind
 
     def _check_length(self) -> None:
-        expected = _declared_length(self._response)
+        expected = self._expected
         if expected is not None and self.received < expected:
             raise IncompleteBodyError(
                 f"the image body ended after {self.received} of {expected} bytes",
