@@ -250,8 +250,8 @@ async def _run(  # noqa: PLR0917 - private; called once, positionally, by run()
     on_progress: ProgressHook | None,
     total: int | None,
 ) -> AsyncGenerator[FetchResult, None]:
-    slots = anyio.Semaphore(concurrency)
-    room = anyio.Semaphore(max_pending)
+    slots = anyio.Semaphore(concurrency, fast_acquire=True)
+    room = anyio.Semaphore(max_pending, fast_acquire=True)
     send, receive = anyio.create_memory_object_stream[FetchResult](concurrency)
     counted = {"total": total}
 

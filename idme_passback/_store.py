@@ -143,6 +143,8 @@ class MemoryStore:
             heapq.heappush(self._later, (at, key, False))
 
     def _sweep(self, now: float) -> None:
+        if len(self._buckets) > self._peak:
+            self._peak = len(self._buckets)
         due_at, due_key = self._due_at, self._due_key
         while due_at and due_at[0] <= now:
             due_at.popleft()
@@ -158,9 +160,7 @@ class MemoryStore:
                 self._settle_key(key, now)
         # dicts never give back their table: rebuild once most keys are gone.
         size = len(self._buckets)
-        if size > self._peak:
-            self._peak = size
-        elif self._peak > 1024 and size < self._peak // 4:
+        if self._peak > 1024 and size < self._peak // 4:
             self._buckets = dict(self._buckets)
             self._peak = size
 
