@@ -251,7 +251,8 @@ async def _run(  # noqa: PLR0917 - private; called once, positionally, by run()
     total: int | None,
 ) -> AsyncGenerator[FetchResult, None]:
     slots = anyio.Semaphore(concurrency, fast_acquire=True)
-    room = anyio.Semaphore(max_pending, fast_acquire=True)
+    # Acquiring room yields, so each worker reaches the limiter in input order.
+    room = anyio.Semaphore(max_pending)
     send, receive = anyio.create_memory_object_stream[FetchResult](concurrency)
     counted = {"total": total}
 
