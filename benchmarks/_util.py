@@ -159,10 +159,10 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_child(
-    module: str, args: Sequence[str], *, timeout: float, stdin: str | None = None
-) -> dict[str, Any]:
-    """Run ``python -m benchmarks.<module> <args>`` in a fresh process; return its result.
+def _run_marked(
+    module: str, args: Sequence[str], marker: str, *, timeout: float, stdin: str | None = None
+) -> Any:
+    """Run ``python -m benchmarks.<module> <args>`` in a fresh process; return its marked line.
 
     Raises:
         RuntimeError: with the tail of the child's stderr if it failed.
@@ -178,31 +178,26 @@ def run_child(
         check=False,
     )
     try:
-        result: dict[str, Any] = _last_marked(proc.stdout, RESULT_MARKER)
+        return _last_marked(proc.stdout, marker)
     except ValueError:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
         raise RuntimeError(
             f"benchmarks.{module} {' '.join(args)} exited {proc.returncode}: " + " / ".join(tail)
         ) from None
+
+
+def run_child(
+    module: str, args: Sequence[str], *, timeout: float, stdin: str | None = None
+) -> dict[str, Any]:
+    """Run one side of a benchmark in a fresh process; return its result."""
+    result: dict[str, Any] = _run_marked(module, args, RESULT_MARKER, timeout=timeout, stdin=stdin)
     return result
 
 
 def run_module(module: str, quick: bool, *, timeout: float) -> list[Row]:
     """Run one benchmark module in a fresh process and return its rows."""
-    proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", "--json", "--quick" if quick else "--full"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env=_child_env(),
-        check=False,
-    )
-    try:
-        data = _last_marked(proc.stdout, ROWS_MARKER)
-    except ValueError:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
-        raise RuntimeError(f"exited {proc.returncode}: " + " / ".join(tail)) from None
+    args = ["--json", "--quick" if quick else "--full"]
+    data = _run_marked(module, args, ROWS_MARKER, timeout=timeout)
     return [Row.from_dict(item) for item in data]
 
 
