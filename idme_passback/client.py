@@ -153,7 +153,6 @@ class PassbackClient:
             environment, base_url, transport, allow_insecure_http
         )
         self._access_token_in = access_token_in
-        self._timeout = timeout
         self._deadline = deadline
         policy = retry_policy or RetryPolicy()
         if max_retries is not None:
