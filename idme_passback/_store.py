@@ -143,8 +143,7 @@ class MemoryStore:
             heapq.heappush(self._later, (at, key, False))
 
     def _sweep(self, now: float) -> None:
-        if len(self._buckets) > self._peak:
-            self._peak = len(self._buckets)
+        self._peak = max(self._peak, len(self._buckets))
         due_at, due_key = self._due_at, self._due_key
         while due_at and due_at[0] <= now:
             due_at.popleft()
