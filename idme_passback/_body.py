@@ -93,9 +93,12 @@ class ImageBody:
 
     async def read(self) -> bytes:
         """Return the whole body, once proven an image and complete."""
-        content = await self._response.aread()
-        self.received = len(content)
-        self._check_deadline()
+        parts: list[bytes] = []
+        async for chunk in self._response.aiter_bytes():
+            parts.append(chunk)
+            self.received += len(chunk)
+            self._check_deadline()  # a body that trickles in must not outlast the deadline
+        content = b"".join(parts)
         self._check_head(content)
         self._check_length()
         return content

@@ -121,6 +121,45 @@ Gate: TypeAlias = Callable[[str, "float | None"], AbstractAsyncContextManager[Pe
 Work: TypeAlias = Callable[[DocumentRequest, int, Gate], Awaitable[Outcome]]
 
 
+#: Seconds a granted token may wait for a concurrency slot before it is given back.
+SLOT_PATIENCE = 30.0
+
+
+async def _take_slot(slots: anyio.Semaphore) -> bool:
+    """Take a slot, waiting at most :data:`SLOT_PATIENCE`; say whether one was taken."""
+    try:
+        slots.acquire_nowait()
+    except anyio.WouldBlock:
+        pass
+    else:
+        return True
+    with anyio.move_on_after(SLOT_PATIENCE):
+        await slots.acquire()
+        return True
+    return False
+
+
+def _gate(limiter: RateLimiter, slots: anyio.Semaphore) -> Gate:
+    """The way into one attempt of a bulk item: the limiter first, then a slot."""
+
+    @asynccontextmanager
+    async def gate(token: str, wait: float | None) -> AsyncIterator[Permit]:
+        # Never hold a slot while the budget refills. Nor hold a granted token for
+        # long while slots are busy (it could outlive a Redis lease): after
+        # SLOT_PATIENCE it goes back unsent and queues again.
+        while True:
+            async with limiter.acquire(token, timeout=wait) as permit:
+                if await _take_slot(slots):
+                    try:
+                        yield permit
+                    finally:
+                        slots.release()
+                    return
+                permit.not_sent()
+
+    return gate
+
+
 def safe_filename(name: str) -> str:
     """Return ``name`` if it is a bare file name that cannot leave its folder.
 
@@ -256,11 +295,7 @@ async def _run(  # noqa: PLR0917 - private; called once, positionally, by run()
     send, receive = anyio.create_memory_object_stream[FetchResult](concurrency)
     counted = {"total": total}
 
-    @asynccontextmanager
-    async def gate(token: str, wait: float | None) -> AsyncIterator[Permit]:
-        # The limiter first, then a slot: never hold a slot while the budget refills.
-        async with limiter.acquire(token, timeout=wait) as permit, slots:
-            yield permit
+    gate = _gate(limiter, slots)
 
     async def worker(index: int, item: object) -> None:
         token = item if isinstance(item, str) else getattr(item, "token", "")

@@ -187,7 +187,8 @@ class MemoryStore:
         elif len(bucket.cooling) == 1:
             self._buckets[key] = bucket.cooling[0]
 
-    def _root(self, token: str) -> str:
+    def root(self, token: str) -> str:
+        """Return the key of ``token``'s document (itself, unless linked by a refresh)."""
         if not self._aliases:
             return token
         entry = self._aliases.get(token)
@@ -198,7 +199,7 @@ class MemoryStore:
         now = self._now()
         if (self._due_at and self._due_at[0] <= now) or (self._later and self._later[0][0] <= now):
             self._sweep(now)
-        key = self._root(token)
+        key = self.root(token)
         state = self._buckets.get(key)
         if state is None:
             bucket = self._buckets[key] = _Bucket()
@@ -263,7 +264,7 @@ class MemoryStore:
 
     async def hold(self, token: str, seconds: float) -> None:
         """Grant nothing on ``token``'s document for ``seconds`` from now."""
-        self._hold(self._root(token), seconds)
+        self._hold(self.root(token), seconds)
 
     def _hold(self, key: str, seconds: float) -> None:
         now = self._now()
@@ -284,7 +285,7 @@ class MemoryStore:
         if alias == token:
             return
         now = self._now()
-        key = self._root(token)
+        key = self.root(token)
         if key == alias:
             return
         self._aliases[alias] = (key, now + ttl)

@@ -68,6 +68,9 @@ _ATTRIBUTES_PATH = "api/public/v3/attributes.json"
 _DOCUMENT_PATH = "api/public/v3/documents/"
 _REFRESH_PATH = "api/public/v3/documents/refresh/"
 _EXCERPT_BYTES = 1024
+# Bulk items take their turn in a queue: that wait is not theirs to time out on.
+# Each attempt keeps its timeouts, and retries stay bounded by max_retries.
+_NO_DEADLINE = math.inf
 _EXCERPT_CHARS = 200
 
 _Timeout = float | httpx.Timeout | None
@@ -482,7 +485,11 @@ class PassbackClient:
         self, request: _bulk.DocumentRequest, index: int, gate: _bulk.Gate
     ) -> _bulk.Outcome:
         image = await self._document(
-            request.token, request.size, _read_image(request.token, request.size), gate=gate
+            request.token,
+            request.size,
+            _read_image(request.token, request.size),
+            gate=gate,
+            deadline=_NO_DEADLINE,
         )
         return _bulk.Outcome(image=image, bytes=len(image.content))
 
@@ -509,7 +516,9 @@ class PassbackClient:
             await write_atomically(final, body.chunks(), overwrite=overwrite)
             return final
 
-        written = await self._document(request.token, request.size, consume, gate=gate)
+        written = await self._document(
+            request.token, request.size, consume, gate=gate, deadline=_NO_DEADLINE
+        )
         return _bulk.Outcome(path=written, bytes=written.stat().st_size)
 
     # -- the machinery ---------------------------------------------------------
@@ -558,11 +567,12 @@ class PassbackClient:
         headers = self._request_headers
 
         async def attempt(give_up: float) -> T:
-            request = self._http.build_request(
-                "POST", url, headers=headers, timeout=self._attempt_timeout(timeout, give_up)
-            )
             wait = None if give_up == math.inf else give_up - self._clock.now()
             async with enter(token, wait) as permit:
+                # Built once the limiter has granted, so its timeouts fit what is left.
+                request = self._http.build_request(
+                    "POST", url, headers=headers, timeout=self._attempt_timeout(timeout, give_up)
+                )
                 response = await self._send(request, secrets, "document", permit)
                 try:
                     if response.status_code != 200:
@@ -608,10 +618,11 @@ class PassbackClient:
             try:
                 return await attempt(give_up)
             except TimeoutError:
-                # The limiter could not grant a token before the deadline.
+                # Only the limiter raises this: no token could come before the deadline,
+                # so this attempt was never sent.
                 raise PassbackTimeoutError(
-                    f"the call's deadline of {seconds:g} s passed while waiting for the "
-                    "document's rate limit",
+                    f"the call's deadline of {seconds:g} s would pass before the document's "
+                    f"rate limit allows another request (after {retry} retries)",
                     sent=False,
                 ) from None
             except PassbackError as exc:
@@ -703,15 +714,18 @@ class PassbackClient:
     async def _status_error(
         self, response: httpx.Response, secrets: tuple[str, ...], endpoint: str
     ) -> APIStatusError:
+        # Read past the excerpt by the longest secret, so none is cut in two before
+        # it is scrubbed.
+        wanted = _EXCERPT_BYTES + max(map(len, secrets))
         head = bytearray()
         async with contextlib.aclosing(
             cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
         ) as stream:
             async for chunk in stream:
                 head += chunk
-                if len(head) >= _EXCERPT_BYTES:
+                if len(head) >= wanted:
                     break
-        excerpt = _excerpt(bytes(head[:_EXCERPT_BYTES]), secrets)
+        excerpt = _excerpt(bytes(head[:wanted]), secrets)
         status = response.status_code
         cls = status_error_class(status)
         message = f"the {endpoint} endpoint answered {status} {response.reason_phrase}"
@@ -744,8 +758,7 @@ def _read_image(token: str, box: Size | None) -> Callable[[ImageBody], Awaitable
 
 
 def _excerpt(body: bytes, secrets: Iterable[str]) -> str:
-    text = body.decode("utf-8", "replace")
-    text = scrub(text, secrets)
+    text = scrub(body.decode("utf-8", "replace"), secrets)[:_EXCERPT_BYTES]
     text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return text[:_EXCERPT_CHARS]
 

@@ -68,11 +68,13 @@ class Permit:
 
     # One object per request, context manager and permit in one: this is the
     # limiter's hot path, so it allocates as little as it can.
-    __slots__ = ("_grant", "_limiter", "_sent", "_settled", "_timeout", "_token")
+    __slots__ = ("_grant", "_key", "_limiter", "_sent", "_settled", "_timeout", "_token")
 
     def __init__(self, limiter: RateLimiter, token: str, timeout: float | None = None) -> None:
         self._limiter = limiter
         self._token = token
+        # The in-process queue this request waits in: its document's, where known.
+        self._key = token
         self._timeout = timeout
         # The memory store names a grant by its key alone; remote stores hand a Grant.
         self._grant: Grant | str | None = None
@@ -82,15 +84,18 @@ class Permit:
     async def __aenter__(self) -> Permit:
         limiter, token = self._limiter, self._token
         fast = limiter._fast
-        if fast is not None and token not in limiter._queues:
-            result = fast.reserve_nowait(token, limiter._limit, limiter._period)
-            if type(result) is str:
-                self._grant = result
-                return self
+        if fast is not None:
+            # Waiters queue per document: a refreshed token joins its document's line.
+            self._key = key = fast.root(token)
+            if key not in limiter._queues:
+                result = fast.reserve_nowait(token, limiter._limit, limiter._period)
+                if type(result) is str:
+                    self._grant = result
+                    return self
         give_up = math.inf
         if self._timeout is not None:
             give_up = limiter._clock.now() + self._timeout
-        self._grant = await limiter._reserve(token, give_up)
+        self._grant = await limiter._reserve(token, self._key, give_up)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -108,7 +113,7 @@ class Permit:
             self._settled = True
             limiter._fast.release_key(grant, sent=True, period=limiter._period, hold=hold)
             if limiter._queues:
-                limiter._wake(self._token)
+                limiter._wake(self._key)
             return
         await limiter._settle(self, hold)
 
@@ -255,8 +260,8 @@ class RateLimiter:
                 raise
         return result
 
-    async def _reserve(self, token: str, give_up: float = math.inf) -> Grant | str:
-        queue = self._queues.get(token)
+    async def _reserve(self, token: str, key: str, give_up: float = math.inf) -> Grant | str:
+        queue = self._queues.get(key)
         if queue is None:
             if self._fast is not None:
                 # Nobody waits on this key: try at once. Synchronous, so no one
@@ -266,7 +271,7 @@ class RateLimiter:
                     return taken
             # A remote store answers after an await: join the queue first, so
             # arrival order is fixed before anyone awaits.
-            queue = self._queues[token] = deque()
+            queue = self._queues[key] = deque()
         waiter = _Waiter()
         queue.append(waiter)
         try:
@@ -289,8 +294,8 @@ class RateLimiter:
             was_head = queue[0] is waiter
             queue.remove(waiter)
             if not queue:
-                if self._queues.get(token) is queue:
-                    del self._queues[token]
+                if self._queues.get(key) is queue:
+                    del self._queues[key]
             elif was_head:
                 queue[0].event.set()
 
@@ -325,7 +330,7 @@ class RateLimiter:
             with anyio.CancelScope(shield=True):
                 await self._store.release(grant, sent=permit._sent, period=self._period, hold=hold)
         if self._queues:
-            self._wake(permit._token)
+            self._wake(permit._key)
 
     def describe(self, token: str) -> str:
         """Return a log-safe name for ``token`` (a shortened form)."""

@@ -10,6 +10,7 @@ An in-flight token is scored pessimistically at *lease expiry + period*, so
 a process that dies mid-request never blocks the document for good: its
 reservation simply comes back once the lease has run out and the period has
 passed. Every key carries an expiry, so idle documents leave nothing behind.
+Documents are named by the SHA-256 of their token, never by the token itself.
 
 Needs the optional extra: ``pip install "idme-passback[redis]"``. The scripts
 touch keys derived inside the script (to follow refresh lineage atomically),
@@ -25,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Any
 
@@ -105,7 +107,10 @@ if tonumber(ARGV[6]) > 0 then
     redis.call('SET', holdkey, until_, 'PX', math.ceil(until_ - now) + 1000)
   end
 end
-if redis.call('ZREM', bucket, 'i:' .. ARGV[7]) == 1 and ARGV[4] == '1' then
+redis.call('ZREM', bucket, 'i:' .. ARGV[7])
+if ARGV[4] == '1' then
+  -- Even if the lease ran out and the reservation is gone, the server has
+  -- just counted this request: it cools for a period all the same.
   redis.call('ZADD', bucket, now + tonumber(ARGV[5]), 'c:' .. ARGV[7])
 end
 keep(bucket)
@@ -136,6 +141,12 @@ end
 return 1
 """
 )
+
+
+def _digest(token: str) -> str:
+    # Keys and script arguments name documents by digest: a document token is a
+    # secret, and whoever can read Redis (or MONITOR it) must not learn one.
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _ms(seconds: float) -> int:
@@ -192,7 +203,7 @@ class RedisStore:
         """Take a token of ``token``'s document, or return the least delay worth waiting."""
         reservation = secrets.token_hex(8)
         granted, value = await self._run(
-            "reserve", token, limit, _ms(period), _ms(self._lease), reservation
+            "reserve", _digest(token), limit, _ms(period), _ms(self._lease), reservation
         )
         if int(granted) == 1:
             root = value.decode() if isinstance(value, bytes) else str(value)
@@ -214,8 +225,8 @@ class RedisStore:
 
     async def hold(self, token: str, seconds: float) -> None:
         """Grant nothing on ``token``'s document for ``seconds`` from now."""
-        await self._run("hold", token, _ms(seconds))
+        await self._run("hold", _digest(token), _ms(seconds))
 
     async def link(self, alias: str, token: str, ttl: float) -> None:
         """Make ``alias`` share ``token``'s budget for ``ttl`` seconds."""
-        await self._run("link", token, _ms(ttl), alias)
+        await self._run("link", _digest(token), _ms(ttl), _digest(alias))

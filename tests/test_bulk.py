@@ -292,3 +292,28 @@ async def test_two_processes_split_one_job_through_redis(
     assert outcomes == [True] * 16
     assert fake.count(status=429) == 0
     assert fake.max_in_window() <= 2
+
+
+async def test_queueing_for_a_slot_does_not_count_against_the_deadline(
+    clock: FakeClock,
+) -> None:
+    fake = FakePassbackServer(clock=clock, latency=20.0)
+    tokens = [fake.issue_document() for _ in range(3)]
+    async with PassbackClient(
+        fake.api_token,
+        base_url="http://fake/",
+        transport=httpx.ASGITransport(app=fake),
+        limiter=RateLimiter(clock=clock),
+        deadline=10.0,  # shorter than the queue ahead of the last items
+    ) as client:
+        outcomes: list[bool] = []
+
+        async def consume() -> None:
+            async for result in client.fetch_many(tokens, concurrency=1):
+                outcomes.append(result.ok)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            await clock.run_until_idle()
+    assert outcomes == [True, True, True]
+    assert clock.now() == pytest.approx(60.0)

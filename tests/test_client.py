@@ -273,6 +273,17 @@ async def test_a_200_that_is_not_an_image_is_an_error(
             await client.get_document(FRONT)
 
 
+@pytest.mark.asyncio
+async def test_a_secret_cut_at_the_excerpts_edge_is_still_scrubbed(
+    respx_mock: respx.MockRouter, client: PassbackClient
+) -> None:
+    body = " " * 1010 + "token=" + API_TOKEN + " " * 2000
+    respx_mock.post(document_url(FRONT)).respond(400, text=body)
+    with pytest.raises(BadRequestError) as caught:
+        await client.get_document(FRONT)
+    assert API_TOKEN[:8] not in caught.value.body_excerpt
+
+
 # -- bad input: a clear error and nothing sent ---------------------------------
 
 

@@ -415,3 +415,21 @@ def test_bad_limits_are_refused() -> None:
     for limit, period in ((0, 60.0), (2, 0.0), (2, math.inf), (True, 60.0), (2.5, 60.0)):
         with pytest.raises(ValueError):  # noqa: PT011 - several distinct messages
             RateLimiter(limit, period)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_refreshed_token_joins_its_documents_queue(
+    anyio_backend: str, clock: FakeClock
+) -> None:
+    limiter = RateLimiter(1, PERIOD, clock=clock)
+    await limiter.link("new", "old")
+    log = Log(clock)
+    async with anyio.create_task_group() as group:
+        group.start_soon(partial(request, sent=False), limiter, clock, log, "refused", "new", 1.0)
+        await settle(clock, limiter)
+        group.start_soon(request, limiter, clock, log, "waiter", "old")
+        await settle(clock, limiter)
+        await run_clock(clock, limiter)
+    # The refused request on the new token gave the document's token back at 1 s,
+    # and that woke the waiter queued on the old token.
+    assert log.granted("waiter") == pytest.approx(1.0)

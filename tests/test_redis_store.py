@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import AsyncIterator
 
@@ -69,7 +70,7 @@ async def test_every_key_carries_an_expiry(connection: redis.Redis, prefix: str)
     for key in keys:
         ttl = await connection.pttl(key)
         assert 0 < ttl <= 86_400_000 + 1000
-    bucket = f"{prefix}b:doc".encode()
+    bucket = f"{prefix}b:{hashlib.sha256(b'doc').hexdigest()}".encode()
     assert 59_000 < await connection.pttl(bucket) <= 61_000
 
 
@@ -80,3 +81,31 @@ async def test_an_unsent_request_leaves_nothing_in_redis(
     async with limiter.acquire("doc") as permit:
         permit.not_sent()
     assert [key async for key in connection.scan_iter(match=f"{prefix}*")] == []
+
+
+async def test_a_response_after_the_lease_ran_out_still_cools(
+    connection: redis.Redis, prefix: str
+) -> None:
+    clock = FakeClock()
+    store = RedisStore(connection, prefix=prefix, lease=10.0, clock=clock)
+    late = await store.reserve("doc", 2, 60.0)
+    assert isinstance(late, Grant)
+    await clock.advance(71.0)  # past lease + period: the reservation is presumed dead
+    assert isinstance(await store.reserve("doc", 2, 60.0), Grant)
+    # ...but its response arrives after all: the server counted it.
+    await store.release(late, sent=True, period=60.0)
+    assert isinstance(await store.reserve("doc", 2, 60.0), float)
+
+
+async def test_redis_never_sees_a_document_token(connection: redis.Redis, prefix: str) -> None:
+    token = "d9ec9c13-f3e6-4b2e-a34f-e3f45b21206f"
+    limiter = RateLimiter(2, 60.0, store=RedisStore(connection, prefix=prefix))
+    await limiter.link("8003c78ead9641bcbd284e97acac3f85", token)
+    async with limiter.acquire(token) as permit:
+        await permit.complete(hold=5.0)
+    stored = [key async for key in connection.scan_iter(match=f"{prefix}*")]
+    stored += [await connection.get(key) or b"" for key in stored if b":a:" in key]
+    assert len(stored) == 4
+    everything = b" ".join(stored)
+    assert token.encode()[:8] not in everything
+    assert b"8003c78e" not in everything
