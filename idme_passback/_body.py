@@ -140,6 +140,11 @@ class ImageBody:
                 sent=True,
             )
 
+    @property
+    def streaming(self) -> bool:
+        """Whether :meth:`start` opened a stream that :meth:`aclose` must release."""
+        return self._stream is not None
+
     async def aclose(self) -> None:
         """Release the body's stream, read or not."""
         if self._stream is not None:

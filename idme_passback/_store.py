@@ -83,10 +83,12 @@ class _Bucket:
             cooling.popleft()
 
 
-# A key's state is a _Bucket, or, in the commonest case (one token cooling and
-# nothing else), just the float time it comes back: a few dozen bytes per key
-# while a bulk job's one-shot documents wait out their period.
-_State = _Bucket | float
+# A key's state is a _Bucket, or one of two compact forms for the commonest
+# cases, which cost no allocation on the hot path: ``True`` while its one token
+# is in flight (and nothing else), then the float time that token comes back
+# (a few dozen bytes per key while a bulk job's documents wait out their period).
+_IN_FLIGHT = True
+_State = _Bucket | float | bool
 
 
 class MemoryStore:
@@ -166,12 +168,13 @@ class MemoryStore:
     def _settle_key(self, key: str, now: float) -> None:
         """A check on ``key`` fell due: drop, compact or re-check its state."""
         state = self._buckets.get(key)
-        if state is None:
+        if state is None or state is _IN_FLIGHT:
             return
         if isinstance(state, float):
             if state <= now:
                 del self._buckets[key]
             return
+        assert isinstance(state, _Bucket)
         state.prune(now)
         if state.cooling:
             # Each key keeps one pending check, when its last token out comes back:
@@ -202,7 +205,13 @@ class MemoryStore:
         key = self.root(token)
         state = self._buckets.get(key)
         if state is None:
+            self._buckets[key] = _IN_FLIGHT
+            return key
+        if state is _IN_FLIGHT:
+            if limit == 1:
+                return period  # an in-flight token comes back no sooner
             bucket = self._buckets[key] = _Bucket()
+            bucket.inflight = 1
         elif type(state) is float:
             bucket = _Bucket()
             if state > now:
@@ -235,6 +244,17 @@ class MemoryStore:
     ) -> None:
         """Synchronous :meth:`release`, of a grant named by its key."""
         bucket = self._buckets.get(key)
+        if bucket is _IN_FLIGHT:
+            if hold is None:
+                if sent:
+                    free_at = self._now() + period
+                    self._buckets[key] = free_at
+                    self._schedule(free_at, key)
+                else:
+                    del self._buckets[key]
+                return
+            bucket = self._buckets[key] = _Bucket()
+            bucket.inflight = 1
         if not isinstance(bucket, _Bucket) or bucket.inflight <= 0:
             return
         bucket.inflight -= 1
@@ -273,7 +293,9 @@ class MemoryStore:
             bucket = state
         else:
             bucket = self._buckets[key] = _Bucket()
-            if state is not None and state > now:
+            if state is _IN_FLIGHT:
+                bucket.inflight = 1
+            elif isinstance(state, float) and state > now:
                 bucket.cooling.append(state)
         until = now + seconds
         if until > bucket.hold_until:

@@ -320,14 +320,10 @@ class PassbackClient:
             APIStatusError, TransportError: other failures.
         """
         box = parse_size(size)
-        return await self._document(
-            token,
-            box,
-            _read_image(token, box),
-            timeout=timeout,
-            max_retries=max_retries,
-            deadline=deadline,
+        content, body = await self._document(
+            token, box, _read_whole, timeout=timeout, max_retries=max_retries, deadline=deadline
         )
+        return _image(content, body, token, box)
 
     async def download_document(
         self,
@@ -484,14 +480,11 @@ class PassbackClient:
     async def _fetch_for_bulk(
         self, request: _bulk.DocumentRequest, index: int, gate: _bulk.Gate
     ) -> _bulk.Outcome:
-        image = await self._document(
-            request.token,
-            request.size,
-            _read_image(request.token, request.size),
-            gate=gate,
-            deadline=_NO_DEADLINE,
+        content, body = await self._document(
+            request.token, request.size, _read_whole, gate=gate, deadline=_NO_DEADLINE
         )
-        return _bulk.Outcome(image=image, bytes=len(image.content))
+        image = _image(content, body, request.token, request.size)
+        return _bulk.Outcome(image=image, bytes=len(content))
 
     async def _download_for_bulk(
         self,
@@ -581,11 +574,13 @@ class PassbackClient:
                     try:
                         return await consume(body)
                     finally:
-                        await body.aclose()
+                        if body.streaming:
+                            await body.aclose()
                 except httpx.HTTPError as exc:
                     raise _translate(exc, secrets, "document") from exc
                 finally:
-                    await response.aclose()
+                    if not response.is_closed:  # a body read to its end closed it already
+                        await response.aclose()
 
         return await self._call(
             attempt,
@@ -747,14 +742,13 @@ def _longest(timeout: float | httpx.Timeout | None) -> float:
     return max(math.inf if phase is None else phase for phase in phases)
 
 
-def _read_image(token: str, box: Size | None) -> Callable[[ImageBody], Awaitable[DocumentImage]]:
-    async def consume(body: ImageBody) -> DocumentImage:
-        content = await body.read()
-        return DocumentImage(
-            content, body.content_type, body.media_type, body.extension, token, box
-        )
+async def _read_whole(body: ImageBody) -> tuple[bytes, ImageBody]:
+    # A module-level function, not a closure: nothing to allocate per call.
+    return await body.read(), body
 
-    return consume
+
+def _image(content: bytes, body: ImageBody, token: str, box: Size | None) -> DocumentImage:
+    return DocumentImage(content, body.content_type, body.media_type, body.extension, token, box)
 
 
 def _excerpt(body: bytes, secrets: Iterable[str]) -> str:
