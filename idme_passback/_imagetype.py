@@ -19,6 +19,12 @@ _SIGNATURES: tuple[tuple[bytes, int, str, str], ...] = (
 _HEIF_BRANDS = {b"heic": ".heic", b"heix": ".heic", b"mif1": ".heif", b"avif": ".avif"}
 
 
+#: Every extension :func:`sniff_image` can give.
+IMAGE_EXTENSIONS: tuple[str, ...] = tuple(
+    dict.fromkeys([sig[3] for sig in _SIGNATURES] + [".webp", *_HEIF_BRANDS.values()])
+)
+
+
 def sniff_image(head: bytes) -> tuple[str, str] | None:
     """Return ``(media_type, extension)`` for the image ``head`` starts, or ``None``."""
     for prefix, offset, media_type, extension in _SIGNATURES:

@@ -28,6 +28,7 @@ from httpx._client import UseClientDefault
 from . import _bulk
 from ._body import ImageBody
 from ._files import check_target, write_atomically
+from ._imagetype import IMAGE_EXTENSIONS
 from ._redact import install_redaction
 from ._retry import RetryPolicy, parse_retry_after, retryable_status
 from ._tokens import check_access_token, check_token, scrub, shorten
@@ -496,15 +497,20 @@ class PassbackClient:
     ) -> _bulk.Outcome:
         name = request.filename
         target: Path | None = None
+        stem = f"{index:06d}-{shorten(request.token).rstrip(chr(0x2026))}"
         if name is not None:
             target = check_target(folder / _bulk.safe_filename(name), overwrite=overwrite)
+        elif not overwrite:
+            # The extension comes with the body, but a file of this item under any
+            # image extension already means a refusal: find out before spending a request.
+            for extension in IMAGE_EXTENSIONS:
+                check_target(folder / (stem + extension), overwrite=False)
 
         async def consume(body: ImageBody) -> Path:
             final = target
             if final is None:
                 # Named after the image's own type, known once its first bytes are in.
                 await body.start()
-                stem = f"{index:06d}-{shorten(request.token).rstrip(chr(0x2026))}"
                 final = check_target(folder / (stem + body.extension), overwrite=overwrite)
             await write_atomically(final, body.chunks(), overwrite=overwrite)
             return final

@@ -317,3 +317,13 @@ async def test_queueing_for_a_slot_does_not_count_against_the_deadline(
             await clock.run_until_idle()
     assert outcomes == [True, True, True]
     assert clock.now() == pytest.approx(60.0)
+
+
+async def test_an_item_already_on_disk_is_refused_before_any_request(
+    client: PassbackClient, fake: FakePassbackServer, tmp_path: Path
+) -> None:
+    token = fake.issue_document()
+    (tmp_path / f"000000-{token[:6]}.jpg").write_bytes(b"from an earlier run")
+    [result] = [r async for r in client.download_many([token], tmp_path)]
+    assert isinstance(result.error, FileExistsError)
+    assert fake.requests == []
