@@ -35,7 +35,6 @@ import anyio
 import anyio.lowlevel
 
 from ._store import Grant, LimiterStore, MemoryStore
-from ._tokens import shorten
 from .clock import Clock, MonotonicClock
 
 __all__ = ["Permit", "RateLimiter"]
@@ -331,7 +330,3 @@ class RateLimiter:
                 await self._store.release(grant, sent=permit._sent, period=self._period, hold=hold)
         if self._queues:
             self._wake(permit._key)
-
-    def describe(self, token: str) -> str:
-        """Return a log-safe name for ``token`` (a shortened form)."""
-        return shorten(token)
