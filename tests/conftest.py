@@ -16,6 +16,8 @@ import pytest_asyncio
 from idme_passback import PassbackClient, RateLimiter
 from idme_passback.clock import FakeClock
 
+from ._loopback import free_port
+
 # The seed's own examples.
 API_TOKEN = "1234567-fd03-4ca4-a93e-aae6fce8e82b"
 FRONT = "d9ec9c13-f3e6-4b2e-a34f-e3f45b21206f"
@@ -44,12 +46,6 @@ async def client(clock: FakeClock) -> AsyncIterator[PassbackClient]:
         yield passback
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server: the one .ci/run started, or one started here.
@@ -65,7 +61,7 @@ def redis_url() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed; .ci/run must install it")
         pytest.skip("redis-server is not installed (CI installs it)")
-    port = _free_port()
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="idme-passback-redis-")
     process = subprocess.Popen(  # noqa: S603 - a fixed local binary and arguments
         [

@@ -47,6 +47,23 @@ def make_client(fake: FakePassbackServer, clock: FakeClock, **options: Any) -> P
     )
 
 
+def mock_client(
+    handler: Callable[[httpx.Request], httpx.Response],
+    clock: FakeClock,
+    *,
+    limit: int = 2,
+    api_token: str = "1234567-fd03-4ca4-a93e-aae6fce8e82b",
+    **options: Any,
+) -> PassbackClient:
+    """A client on fake time whose requests ``handler`` answers in-process."""
+    return PassbackClient(
+        api_token,
+        transport=httpx.MockTransport(handler),
+        limiter=RateLimiter(limit=limit, clock=clock),
+        **options,
+    )
+
+
 @pytest.fixture
 async def client(fake: FakePassbackServer, clock: FakeClock) -> AsyncIterator[PassbackClient]:
     async with make_client(fake, clock) as passback:
@@ -113,11 +130,7 @@ async def test_a_429_without_retry_after_waits_one_period(clock: FakeClock) -> N
             return httpx.Response(429)  # no Retry-After header
         return httpx.Response(200, content=b"\xff\xd8\xff" + bytes(64))
 
-    async with PassbackClient(
-        "1234567-fd03-4ca4-a93e-aae6fce8e82b",
-        transport=httpx.MockTransport(handler),
-        limiter=RateLimiter(clock=clock),
-    ) as client:
+    async with mock_client(handler, clock) as client:
         [image] = await drive(clock, lambda: client.get_document("doc-1"))
     assert not isinstance(image, BaseException)
     assert calls == [0.0, 60.0]
@@ -272,12 +285,7 @@ async def test_attributes_are_not_retried_once_sent(
         calls.append(request.url.path)
         return httpx.Response(503)
 
-    async with PassbackClient(
-        fake.api_token,
-        transport=httpx.MockTransport(handler),
-        limiter=RateLimiter(clock=clock),
-        max_retries=3,
-    ) as client:
+    async with mock_client(handler, clock, api_token=fake.api_token, max_retries=3) as client:
         [error] = await drive(clock, lambda: client.get_attributes(fake.access_token))
     assert isinstance(error, ServerError)
     assert len(calls) == 1  # the access token is single-use: never replayed
@@ -292,12 +300,7 @@ async def test_attributes_are_retried_when_the_request_never_left(clock: FakeClo
             raise httpx.ConnectError("connection refused")
         return httpx.Response(200, json={"attributes": [], "status": []})
 
-    async with PassbackClient(
-        "1234567-fd03-4ca4-a93e-aae6fce8e82b",
-        transport=httpx.MockTransport(handler),
-        limiter=RateLimiter(clock=clock),
-        retry_policy=RetryPolicy(max_retries=2),
-    ) as client:
+    async with mock_client(handler, clock, retry_policy=RetryPolicy(max_retries=2)) as client:
         [attributes] = await drive(clock, lambda: client.get_attributes("abc123"))
     assert not isinstance(attributes, BaseException)
     assert len(calls) == 3
@@ -314,10 +317,10 @@ async def test_a_connection_refused_document_request_does_not_spend_budget(
             raise httpx.ConnectError("connection refused")
         return httpx.Response(200, content=b"\xff\xd8\xff" + bytes(64))
 
-    async with PassbackClient(
-        "1234567-fd03-4ca4-a93e-aae6fce8e82b",
-        transport=httpx.MockTransport(handler),
-        limiter=RateLimiter(limit=1, clock=clock),
+    async with mock_client(
+        handler,
+        clock,
+        limit=1,
         retry_policy=RetryPolicy(max_retries=2, backoff_initial=0.001, backoff_max=0.001),
     ) as client:
         await drive(clock, lambda: client.get_document("doc-1"))
@@ -332,11 +335,7 @@ async def test_every_5xx_is_retried(clock: FakeClock) -> None:
         status = statuses.pop(0)
         return httpx.Response(status, content=b"\xff\xd8\xff" + bytes(64))
 
-    async with PassbackClient(
-        "1234567-fd03-4ca4-a93e-aae6fce8e82b",
-        transport=httpx.MockTransport(handler),
-        limiter=RateLimiter(limit=10, clock=clock),
-    ) as client:
+    async with mock_client(handler, clock, limit=10) as client:
         [image] = await drive(clock, lambda: client.get_document("doc-1"))
     assert not isinstance(image, BaseException)
     assert statuses == []
@@ -349,10 +348,10 @@ async def test_max_retries_wins_over_the_policys(clock: FakeClock) -> None:
         calls.append(clock.now())
         return httpx.Response(500)
 
-    async with PassbackClient(
-        "1234567-fd03-4ca4-a93e-aae6fce8e82b",
-        transport=httpx.MockTransport(handler),
-        limiter=RateLimiter(limit=10, clock=clock),
+    async with mock_client(
+        handler,
+        clock,
+        limit=10,
         retry_policy=RetryPolicy(max_retries=5, backoff_initial=0.01),
         max_retries=1,
     ) as client:
@@ -381,10 +380,10 @@ async def test_a_backoff_past_the_deadline_ends_the_call(clock: FakeClock) -> No
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(503)
 
-    async with PassbackClient(
-        "1234567-fd03-4ca4-a93e-aae6fce8e82b",
-        transport=httpx.MockTransport(handler),
-        limiter=RateLimiter(limit=10, clock=clock),
+    async with mock_client(
+        handler,
+        clock,
+        limit=10,
         retry_policy=RetryPolicy(max_retries=10, backoff_initial=4.0, backoff_max=4.0),
         deadline=0.001,
     ) as client:
@@ -416,13 +415,7 @@ async def test_the_deadline_stops_a_body_that_trickles_in(
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, stream=_SlowBody(clock))
 
-    async with PassbackClient(
-        "1234567-fd03-4ca4-a93e-aae6fce8e82b",
-        transport=httpx.MockTransport(handler),
-        limiter=RateLimiter(limit=10, clock=clock),
-        deadline=25.0,
-        max_retries=0,
-    ) as client:
+    async with mock_client(handler, clock, limit=10, deadline=25.0, max_retries=0) as client:
         [error] = await drive(
             clock, lambda: client.download_document("doc-1", tmp_path / "doc.jpg")
         )
