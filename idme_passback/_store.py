@@ -190,6 +190,17 @@ class MemoryStore:
         elif len(bucket.cooling) == 1:
             self._buckets[key] = bucket.cooling[0]
 
+    def _expand(self, key: str, state: _State | None, now: float) -> _Bucket:
+        """Return ``key``'s state as a full :class:`_Bucket`, storing it if it was compact."""
+        if isinstance(state, _Bucket):
+            return state
+        bucket = self._buckets[key] = _Bucket()
+        if state is _IN_FLIGHT:
+            bucket.inflight = 1
+        elif isinstance(state, float) and state > now:
+            bucket.cooling.append(state)
+        return bucket
+
     def root(self, token: str) -> str:
         """Return the key of ``token``'s document (itself, unless linked by a refresh)."""
         if not self._aliases:
@@ -210,15 +221,11 @@ class MemoryStore:
         if state is _IN_FLIGHT:
             if limit == 1:
                 return period  # an in-flight token comes back no sooner
-            bucket = self._buckets[key] = _Bucket()
-            bucket.inflight = 1
+            bucket = self._expand(key, state, now)
         elif type(state) is float:
-            bucket = _Bucket()
-            if state > now:
-                if limit == 1:
-                    return state - now
-                bucket.cooling.append(state)
-            self._buckets[key] = bucket
+            if limit == 1 and state > now:
+                return state - now
+            bucket = self._expand(key, state, now)
         else:
             bucket = cast("_Bucket", state)  # type() checks are faster than isinstance here
             if bucket.hold_until > now:
@@ -253,8 +260,7 @@ class MemoryStore:
                 else:
                     del self._buckets[key]
                 return
-            bucket = self._buckets[key] = _Bucket()
-            bucket.inflight = 1
+            bucket = self._expand(key, bucket, self._now())
         if not isinstance(bucket, _Bucket) or bucket.inflight <= 0:
             return
         bucket.inflight -= 1
@@ -288,15 +294,7 @@ class MemoryStore:
 
     def _hold(self, key: str, seconds: float) -> None:
         now = self._now()
-        state = self._buckets.get(key)
-        if isinstance(state, _Bucket):
-            bucket = state
-        else:
-            bucket = self._buckets[key] = _Bucket()
-            if state is _IN_FLIGHT:
-                bucket.inflight = 1
-            elif isinstance(state, float) and state > now:
-                bucket.cooling.append(state)
+        bucket = self._expand(key, self._buckets.get(key), now)
         until = now + seconds
         if until > bucket.hold_until:
             bucket.hold_until = until
