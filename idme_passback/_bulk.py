@@ -207,6 +207,14 @@ def to_request(item: object, size: Size | None) -> DocumentRequest:
     return request
 
 
+def _token_of(item: object) -> str:
+    """The token of an item that failed, as far as it has one (for its result)."""
+    if isinstance(item, tuple) and item:
+        item = item[0]
+    token = item if isinstance(item, str) else getattr(item, "token", "")
+    return str(token)
+
+
 async def _items(
     items: Iterable[object] | AsyncIterable[object],
 ) -> AsyncGenerator[object, None]:
@@ -298,9 +306,6 @@ async def _run(  # noqa: PLR0917 - private; called once, positionally, by run()
     gate = _gate(limiter, slots)
 
     async def worker(index: int, item: object) -> None:
-        token = item if isinstance(item, str) else getattr(item, "token", "")
-        if isinstance(item, tuple) and item and isinstance(item[0], str):
-            token = item[0]
         try:
             request = to_request(item, size)
             outcome = await work(request, index, gate)
@@ -308,7 +313,7 @@ async def _run(  # noqa: PLR0917 - private; called once, positionally, by run()
                 index, request.token, outcome.image, outcome.path, None, outcome.bytes
             )
         except Exception as exc:
-            result = FetchResult(index, str(token), error=exc)
+            result = FetchResult(index, _token_of(item), error=exc)
         try:
             await send.send(result)
         finally:
