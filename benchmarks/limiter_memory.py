@@ -36,7 +36,8 @@ def _key(i: int) -> str:
 
 
 async def ours(n: int) -> dict[str, Any]:
-    from idme_passback import FakeClock, RateLimiter
+    from idme_passback import RateLimiter
+    from idme_passback.testing import FakeClock
 
     clock = FakeClock()
     limiter = RateLimiter(2, PERIOD, clock=clock)

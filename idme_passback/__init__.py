@@ -23,7 +23,7 @@ from ._retry import RetryPolicy, parse_retry_after
 from ._store import Grant, LimiterStore, MemoryStore
 from ._version import __version__
 from .client import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, ENVIRONMENTS, PassbackClient
-from .clock import Clock, FakeClock, MonotonicClock
+from .clock import Clock, MonotonicClock
 from .errors import (
     APIStatusError,
     AuthenticationError,
@@ -70,7 +70,6 @@ __all__ = [
     "DocumentRequest",
     "DocumentTokens",
     "DocumentTokensMissingError",
-    "FakeClock",
     "FetchResult",
     "GoneError",
     "Grant",

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from idme_passback import PassbackClient, RateLimiter
-from idme_passback.clock import FakeClock
+from idme_passback.testing import FakeClock
 
 from ._loopback import free_port
 
@@ -29,6 +29,12 @@ SANDBOX = "https://api.idmelabs.com"
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(200)
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every ``pytest.mark.anyio`` test runs on asyncio and on trio."""
+    return str(request.param)
 
 
 @pytest.fixture

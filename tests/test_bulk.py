@@ -15,7 +15,6 @@ import redis.asyncio as redis
 
 from idme_passback import (
     DocumentRequest,
-    FakeClock,
     InvalidSizeError,
     InvalidTokenError,
     NotFoundError,
@@ -26,7 +25,7 @@ from idme_passback import (
     Size,
 )
 from idme_passback._files import TEMP_PREFIX
-from idme_passback.testing import FakePassbackServer
+from idme_passback.testing import FakeClock, FakePassbackServer
 
 pytestmark = pytest.mark.anyio
 

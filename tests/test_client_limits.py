@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from idme_passback import (
-    FakeClock,
     NotAnImageError,
     PassbackClient,
     PassbackTimeoutError,
@@ -20,7 +19,7 @@ from idme_passback import (
     RetryPolicy,
     ServerError,
 )
-from idme_passback.testing import FakePassbackServer
+from idme_passback.testing import FakeClock, FakePassbackServer
 
 pytestmark = pytest.mark.anyio
 T = TypeVar("T")

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from idme_passback.clock import FakeClock
 from idme_passback.errors import InvalidSizeError
 from idme_passback.sizing import delivered_size
 from idme_passback.testing import (
     DEFAULT_ACCESS_TOKEN,
     DEFAULT_API_TOKEN,
+    FakeClock,
     FakePassbackServer,
     RequestRecord,
 )

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from idme_passback import FakeClock, Grant, RateLimiter, RedisStore
+from idme_passback import Grant, RateLimiter, RedisStore
+from idme_passback.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 

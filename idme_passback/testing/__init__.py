@@ -14,7 +14,7 @@ it as the ``passback_fake`` fixture. Drawing images needs Pillow
 
 from __future__ import annotations
 
-from ..clock import FakeClock
+from ._clock import FakeClock, wait_all_tasks_blocked
 from ._server import (
     DEFAULT_ACCESS_TOKEN,
     DEFAULT_API_TOKEN,
@@ -32,4 +32,5 @@ __all__ = [
     "FakePassbackServer",
     "RequestRecord",
     "ScriptStep",
+    "wait_all_tasks_blocked",
 ]
