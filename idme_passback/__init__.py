@@ -18,10 +18,8 @@ Example::
 
 from __future__ import annotations
 
-from ._bulk import BulkResults, DocumentRequest, FetchResult, Progress
-from ._retry import RetryPolicy, parse_retry_after
-from ._store import Grant, LimiterStore, MemoryStore
 from ._version import __version__
+from .bulk import BulkResults, DocumentRequest, FetchResult, Progress
 from .client import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, ENVIRONMENTS, PassbackClient
 from .clock import Clock, MonotonicClock
 from .errors import (
@@ -50,7 +48,9 @@ from .errors import (
 from .limiter import Permit, RateLimiter
 from .models import Attribute, Attributes, DocumentImage, DocumentTokens, StatusEntry
 from .redis_store import RedisStore
+from .retry import RetryPolicy, parse_retry_after
 from .sizing import MAX_DIMENSION, MIN_DIMENSION, Size, delivered_size, parse_size
+from .store import Grant, LimiterStore, MemoryStore
 
 __all__ = [
     "DEFAULT_DEADLINE",

@@ -25,12 +25,11 @@ import attrs
 import httpx
 from httpx._client import UseClientDefault
 
-from . import _bulk
+from . import bulk as _bulk
 from ._body import ImageBody
 from ._files import check_target, write_atomically
 from ._imagetype import IMAGE_EXTENSIONS
 from ._redact import install_redaction
-from ._retry import RetryPolicy, parse_retry_after, retryable_status
 from ._tokens import check_access_token, check_token, scrub, shorten
 from ._version import __version__
 from .errors import (
@@ -47,6 +46,7 @@ from .errors import (
 )
 from .limiter import Permit, RateLimiter
 from .models import Attributes, DocumentImage, parse_attributes
+from .retry import RetryPolicy, parse_retry_after, retryable_status
 from .sizing import Size, SizeLike, parse_size
 
 __all__ = ["DEFAULT_DEADLINE", "DEFAULT_TIMEOUT", "ENVIRONMENTS", "PassbackClient"]

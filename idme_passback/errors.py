@@ -139,11 +139,25 @@ class APIStatusError(PassbackError):
     status_code: int
     #: A short excerpt of the body with every known secret scrubbed out.
     body_excerpt: str
+    #: The body's OAuth-style ``error`` code, when it was JSON with one (scrubbed).
+    error: str | None
+    #: The body's ``error_description``, when it was JSON with one (scrubbed).
+    error_description: str | None
 
-    def __init__(self, message: str, *, status_code: int, body_excerpt: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body_excerpt: str = "",
+        error: str | None = None,
+        error_description: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.body_excerpt = body_excerpt
+        self.error = error
+        self.error_description = error_description
 
 
 class BadRequestError(APIStatusError):
@@ -182,9 +196,17 @@ class RateLimitError(APIStatusError):
         *,
         status_code: int = 429,
         body_excerpt: str = "",
+        error: str | None = None,
+        error_description: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, status_code=status_code, body_excerpt=body_excerpt)
+        super().__init__(
+            message,
+            status_code=status_code,
+            body_excerpt=body_excerpt,
+            error=error,
+            error_description=error_description,
+        )
         self.retry_after = retry_after
 
 

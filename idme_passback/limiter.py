@@ -34,8 +34,8 @@ from collections import deque
 import anyio
 import anyio.lowlevel
 
-from ._store import Grant, LimiterStore, MemoryStore
 from .clock import Clock, MonotonicClock
+from .store import Grant, LimiterStore, MemoryStore
 
 __all__ = ["Permit", "RateLimiter"]
 

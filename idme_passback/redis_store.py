@@ -30,8 +30,8 @@ import hashlib
 import secrets
 from typing import Any
 
-from ._store import Grant
 from .clock import Clock
+from .store import Grant
 
 __all__ = ["RedisStore"]
 

@@ -11,7 +11,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from idme_passback.errors import InvalidSizeError
 from idme_passback.sizing import delivered_size
 from idme_passback.testing import (
     DEFAULT_ACCESS_TOKEN,
@@ -241,7 +240,7 @@ def test_served_bytes_rejects_unknown_tokens_and_bad_sizes() -> None:
     token = fake.issue_document()
     with pytest.raises(KeyError):
         fake.served_bytes("fb4ad373-45a6-4a64-bb3c-43e0c59d1ab5")
-    with pytest.raises(InvalidSizeError):
+    with pytest.raises(ValueError, match="from 100 to 1000"):
         fake.served_bytes(token, "99x200")
 
 

@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as redis
 
 from idme_passback import MemoryStore, RateLimiter, RedisStore
-from idme_passback._store import Grant
+from idme_passback.store import Grant
 from idme_passback.testing import FakeClock
 from idme_passback.testing import wait_all_tasks_blocked as all_tasks_blocked
 

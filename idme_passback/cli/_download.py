@@ -13,8 +13,8 @@ from typing import TextIO
 
 import attrs
 
-from .._bulk import FetchResult, ItemLike
 from .._tokens import shorten
+from ..bulk import FetchResult, ItemLike
 from ..errors import AuthenticationError, PermissionDeniedError
 from ..sizing import parse_size
 from ._commands import make_client

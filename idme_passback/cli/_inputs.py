@@ -21,8 +21,8 @@ from typing import TextIO
 import anyio.to_thread
 import attrs
 
-from .._bulk import DocumentRequest, ItemLike
 from .._tokens import shorten
+from ..bulk import DocumentRequest, ItemLike
 from ..errors import InvalidSizeError
 
 __all__ = ["Row", "read_rows"]

@@ -22,8 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .._bulk import FetchResult
 from .._tokens import scrub, shorten
+from ..bulk import FetchResult
 
 __all__ = ["Manifest", "completed", "key", "make_record", "token_digest"]
 

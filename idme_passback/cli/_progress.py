@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from .._bulk import Progress
+from ..bulk import Progress
 
 __all__ = ["ProgressLine", "format_bytes"]
 

@@ -15,7 +15,7 @@ Choices the real API leaves open, made here once:
 * Refreshing a token does not invalidate the old one; both name the same
   document. Refresh calls are not rate limited.
 * Images are never enlarged: ``size`` fits the original inside the box
-  (:func:`idme_passback.sizing.delivered_size`).
+  (computed by the fake's own code, not the library's sizing module).
 * Every attributes call creates a new identity document with two sides, each
   its own document (own token, own budget).
 
@@ -42,10 +42,9 @@ from urllib.parse import parse_qs
 import attrs
 
 from ..clock import Clock, MonotonicClock
-from ..errors import InvalidSizeError
-from ..sizing import Size, delivered_size, parse_size
 from ._images import ImageFormat, content_type, render_card
 from ._ratelimit import ALGORITHMS, Algorithm, Budget, make_budget, max_in_window
+from ._sizes import BadSize, Box, fit_inside, read_size
 
 __all__ = [
     "DEFAULT_ACCESS_TOKEN",
@@ -247,7 +246,8 @@ class FakePassbackServer:
             raise ValueError("fault rates must each be in [0, 1] and sum to at most 1")
         if not 0.0 <= throttle_rate <= 1.0:
             raise ValueError(f"throttle_rate must be in [0, 1], got {throttle_rate!r}")
-        delivered_size(original_size, None)  # validates the original dimensions
+        if not all(isinstance(side, int) and side > 0 for side in original_size):
+            raise ValueError(f"original_size must be two positive ints, got {original_size!r}")
 
         self.api_token = api_token
         self.access_token = access_token
@@ -340,9 +340,9 @@ class FakePassbackServer:
 
         Raises:
             KeyError: if the token is unknown.
-            InvalidSizeError: if ``size`` is not one the API accepts.
+            ValueError: if ``size`` is not one the API accepts.
         """
-        return self._image(self._lookup(token), parse_size(size))
+        return self._image(self._lookup(token), read_size(size))
 
     def count(
         self,
@@ -417,10 +417,10 @@ class FakePassbackServer:
     def _document_number(self, document: int | str) -> int:
         return document if isinstance(document, int) else self._lookup(document).id
 
-    def _image(self, document: _Document, size: Size | None) -> bytes:
+    def _image(self, document: _Document, size: Box | None) -> bytes:
         if self.image_bytes is not None:
             return self.image_bytes
-        dimensions = delivered_size(self.original_size, size)
+        dimensions = fit_inside(self.original_size, size)
         key = (document.id, dimensions)
         cached = self._images.get(key)
         if cached is not None:
@@ -613,8 +613,8 @@ class FakePassbackServer:
         raw_size = query["size"][0] if "size" in query else None
         changes: dict[str, Any] = {"document": found.id, "size": raw_size}
         try:
-            size = parse_size(raw_size)
-        except InvalidSizeError as exc:
+            size = read_size(raw_size)
+        except BadSize as exc:
             return _error(400, "invalid_size", str(exc)), changes
         now = record.time
         script = found.scripts["document"]
@@ -651,10 +651,10 @@ class FakePassbackServer:
             headers=(("retry-after", self._retry_after(wait)),),
         )
 
-    def _image_reply(self, document: _Document, size: Size | None) -> _Reply:
+    def _image_reply(self, document: _Document, size: Box | None) -> _Reply:
         return _Reply(200, self._image(document, size), content_type(self.image_format))
 
-    def _fault_reply(self, fault: str, document: _Document, size: Size | None) -> _Reply:
+    def _fault_reply(self, fault: str, document: _Document, size: Box | None) -> _Reply:
         if fault == "error":
             return _Reply(500, _error_page(500), "text/html; charset=utf-8")
         if fault == "non_image":
@@ -667,7 +667,7 @@ class FakePassbackServer:
         self,
         step: ScriptStep,
         document: _Document,
-        size: Size | None,
+        size: Box | None,
         now: float,
         *,
         refresh: bool,
