@@ -27,11 +27,14 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    DeadlineExceededError,
     DocumentTokensMissingError,
     GoneError,
     IncompleteBodyError,
     InvalidSizeError,
     InvalidTokenError,
+    LimiterTimeoutError,
+    LimiterUnavailableError,
     MalformedResponseError,
     NotAnImageError,
     NotFoundError,
@@ -50,7 +53,7 @@ from .models import Attribute, Attributes, DocumentImage, DocumentTokens, Status
 from .redis_store import RedisStore
 from .retry import RetryPolicy, parse_retry_after
 from .sizing import MAX_DIMENSION, MIN_DIMENSION, Size, delivered_size, parse_size
-from .store import Grant, LimiterStore, MemoryStore
+from .store import Denied, Grant, LimiterStore, MemoryStore
 
 __all__ = [
     "DEFAULT_DEADLINE",
@@ -66,6 +69,8 @@ __all__ = [
     "BulkResults",
     "Clock",
     "ConfigurationError",
+    "DeadlineExceededError",
+    "Denied",
     "DocumentImage",
     "DocumentRequest",
     "DocumentTokens",
@@ -77,6 +82,8 @@ __all__ = [
     "InvalidSizeError",
     "InvalidTokenError",
     "LimiterStore",
+    "LimiterTimeoutError",
+    "LimiterUnavailableError",
     "MalformedResponseError",
     "MemoryStore",
     "MonotonicClock",

@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncGenerator
 from typing import cast
 
 import httpx
 
+from ._deadline import Deadline
 from ._imagetype import SNIFF_BYTES, sniff_image
-from .clock import Clock
-from .errors import IncompleteBodyError, NotAnImageError, PassbackTimeoutError
+from .errors import IncompleteBodyError, NotAnImageError
+from .models import DocumentImage
+from .sizing import Size
 
 
-def _scan_headers(response: httpx.Response) -> tuple[str | None, int | None]:
-    """Return the Content-Type and the comparable Content-Length, in one pass.
-
-    httpx's own header lookups cost more than the rest of the checks together.
-    """
-    content_type: str | None = None
-    length: int | None = None
-    encoded = False
-    for key, value in response.headers.raw:
-        name = key.lower()
-        if name == b"content-type":
-            content_type = value.decode("latin-1")
-        elif name == b"content-length":
-            length = int(value) if value.isdigit() else None
-        elif name == b"content-encoding" and value.lower() != b"identity":
-            # With a content coding, Content-Length counts encoded bytes: not comparable.
-            encoded = True
-    return content_type, None if encoded else length
+def _comparable_length(response: httpx.Response) -> int | None:
+    """The Content-Length to hold the decoded body to, if it is one."""
+    length = response.headers.get("content-length")
+    if length is None or not length.isdigit():
+        return None
+    if response.headers.get("content-encoding", "identity").lower() != "identity":
+        return None  # it counts the encoded bytes, not the ones we read
+    return int(length)
 
 
 class ImageBody:
@@ -45,9 +36,8 @@ class ImageBody:
     """
 
     __slots__ = (
-        "_clock",
+        "_deadline",
         "_expected",
-        "_give_up",
         "_head",
         "_response",
         "_stream",
@@ -57,20 +47,17 @@ class ImageBody:
         "received",
     )
 
-    def __init__(
-        self, response: httpx.Response, clock: Clock | None = None, give_up: float = math.inf
-    ) -> None:
+    def __init__(self, response: httpx.Response, deadline: Deadline) -> None:
         self._response = response
-        self._clock = clock
-        self._give_up = give_up
+        self._deadline = deadline
         self._stream: AsyncGenerator[bytes, None] | None = None
         self._head = b""
         self.media_type = ""
         self.extension = ""
         self.received = 0
         #: The server's Content-Type header, as sent.
-        self.content_type: str | None
-        self.content_type, self._expected = _scan_headers(response)
+        self.content_type: str | None = response.headers.get("content-type")
+        self._expected = _comparable_length(response)
 
     def _check_head(self, head: bytes) -> None:
         kind = sniff_image(head[:SNIFF_BYTES])
@@ -134,11 +121,7 @@ class ImageBody:
         self._check_length()
 
     def _check_deadline(self) -> None:
-        if self._clock is not None and self._clock.now() > self._give_up:
-            raise PassbackTimeoutError(
-                f"the call's deadline passed after {self.received} bytes of the body",
-                sent=True,
-            )
+        self._deadline.check(f"after {self.received} bytes of the body", sent=True)
 
     @property
     def streaming(self) -> bool:
@@ -157,3 +140,9 @@ def _describe_head(head: bytes) -> str:
     sample = head[:8].decode("ascii", "replace")
     printable = "".join(c if c.isprintable() else "." for c in sample)
     return f"{printable!r}"
+
+
+async def read_image(body: ImageBody, token: str, box: Size | None) -> DocumentImage:
+    """Read ``body`` whole into a :class:`DocumentImage`."""
+    content = await body.read()
+    return DocumentImage(content, body.content_type, body.media_type, body.extension, token, box)

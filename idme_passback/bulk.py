@@ -22,17 +22,22 @@ from collections.abc import (
 )
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TypeAlias
+from typing import Protocol, TypeAlias, TypeVar, cast
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 import attrs
 
+from ._body import ImageBody, read_image
+from ._files import check_target, write_atomically
+from ._imagetype import IMAGE_EXTENSIONS
 from ._tokens import check_token, shorten
 from .limiter import Permit, RateLimiter
 from .models import DocumentImage
 from .sizing import Size, SizeLike, parse_size
+
+T = TypeVar("T")
 
 __all__ = [
     "BulkResults",
@@ -117,8 +122,79 @@ class Outcome:
     bytes: int = 0
 
 
-Gate: TypeAlias = Callable[[str, "float | None"], AbstractAsyncContextManager[Permit]]
+class Gate(Protocol):
+    """The way into one attempt of a bulk item: the limiter first, then a slot."""
+
+    def __call__(
+        self, token: str, *, timeout: float | None
+    ) -> AbstractAsyncContextManager[Permit]: ...
+
+
+#: Reads one 200 body: into memory, or onto disk.
+Consume: TypeAlias = Callable[[ImageBody], Awaitable[T]]
+
+
+class FetchDocument(Protocol):
+    """The client's document call, as the bulk engine drives it (through a gate)."""
+
+    async def __call__(
+        self, token: str, box: Size | None, consume: Consume[T], gate: Gate
+    ) -> T: ...
+
+
 Work: TypeAlias = Callable[[DocumentRequest, int, Gate], Awaitable[Outcome]]
+
+
+def fetching(document: FetchDocument) -> Work:
+    """The per-item work of :meth:`PassbackClient.fetch_many`: each image into memory."""
+
+    async def fetch(request: DocumentRequest, index: int, gate: Gate) -> Outcome:
+        async def consume(body: ImageBody) -> DocumentImage:
+            return await read_image(body, request.token, request.size)
+
+        image = await document(request.token, request.size, consume, gate)
+        return Outcome(image=image, bytes=len(image.content))
+
+    return fetch
+
+
+def downloading(
+    document: FetchDocument, directory: str | os.PathLike[str], *, overwrite: bool
+) -> Work:
+    """The per-item work of :meth:`PassbackClient.download_many`: each image into a file.
+
+    Raises:
+        FileNotFoundError: ``directory`` does not exist (before anything is sent).
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the folder {str(folder)!r} does not exist")
+
+    async def download(request: DocumentRequest, index: int, gate: Gate) -> Outcome:
+        name = request.filename
+        target: Path | None = None
+        stem = f"{index:06d}-{shorten(request.token).rstrip(chr(0x2026))}"
+        if name is not None:
+            target = check_target(folder / safe_filename(name), overwrite=overwrite)
+        elif not overwrite:
+            # The extension comes with the body, but a file of this item under any
+            # image extension already means a refusal: find out before spending a request.
+            for extension in IMAGE_EXTENSIONS:
+                check_target(folder / (stem + extension), overwrite=False)
+
+        async def consume(body: ImageBody) -> Path:
+            final = target
+            if final is None:
+                # Named after the image's own type, known once its first bytes are in.
+                await body.start()
+                final = check_target(folder / (stem + body.extension), overwrite=overwrite)
+            await write_atomically(final, body.chunks(), overwrite=overwrite)
+            return final
+
+        written = await document(request.token, request.size, consume, gate)
+        return Outcome(path=written, bytes=written.stat().st_size)
+
+    return download
 
 
 #: Seconds a granted token may wait for a concurrency slot before it is given back.
@@ -143,12 +219,12 @@ def _gate(limiter: RateLimiter, slots: anyio.Semaphore) -> Gate:
     """The way into one attempt of a bulk item: the limiter first, then a slot."""
 
     @asynccontextmanager
-    async def gate(token: str, wait: float | None) -> AsyncIterator[Permit]:
+    async def gate(token: str, *, timeout: float | None) -> AsyncIterator[Permit]:  # noqa: ASYNC109 - on the limiter's clock
         # Never hold a slot while the budget refills. Nor hold a granted token for
         # long while slots are busy (it could outlive a Redis lease): after
         # SLOT_PATIENCE it goes back unsent and queues again.
         while True:
-            async with limiter.acquire(token, timeout=wait) as permit:
+            async with limiter.acquire(token, timeout=timeout) as permit:
                 if await _take_slot(slots):
                     try:
                         yield permit
@@ -157,7 +233,7 @@ def _gate(limiter: RateLimiter, slots: anyio.Semaphore) -> Gate:
                     return
                 permit.not_sent()
 
-    return gate
+    return cast("Gate", gate)
 
 
 def safe_filename(name: str) -> str:

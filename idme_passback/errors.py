@@ -12,15 +12,24 @@ shortened form, and body excerpts are scrubbed of the secrets in play.
     ├── ConfigurationError (ValueError)        no API token, an unsafe base URL
     ├── InvalidSizeError (ValueError)          size outside 100..1000, wrong type
     ├── InvalidTokenError (ValueError)         a token that could change the request
+    ├── AuthorizationError                     the login came back with an error; has ``error``
+    │   ├── AccessDeniedError                  the user declined (``access_denied``)
+    │   └── StateMismatchError                 the callback's ``state`` is not the request's
     ├── TransportError                         the request did not complete
     │   ├── PassbackConnectionError            could not connect, or dropped
-    │   └── PassbackTimeoutError               no answer in time
+    │   └── PassbackTimeoutError               no answer in time (a network timeout)
+    │       └── DeadlineExceededError          the call's own deadline passed
+    ├── LimiterTimeoutError (TimeoutError)     no rate-limit token within the wait allowed
+    ├── LimiterUnavailableError                the limiter's store failed (fails closed)
     ├── ResponseError                          the server answered, but not usefully
     │   ├── NotAnImageError                    a 200 whose body is not an image
     │   ├── IncompleteBodyError                body shorter than its Content-Length
     │   ├── MalformedResponseError             JSON that is not the documented shape
-    │   └── DocumentTokensMissingError         attributes without ``document_tokens``
+    │   ├── DocumentTokensMissingError         attributes without ``document_tokens``
+    │   └── TokenVerificationError             a JWT or JWE that fails verification
     └── APIStatusError                         a non-2xx status; has ``status_code``
+        ├── OAuthError                         the token endpoint refused; has ``error``
+        │   └── InvalidGrantError              a spent, expired or unknown code or refresh token
         ├── BadRequestError                    400
         ├── AuthenticationError                401
         ├── PermissionDeniedError              403
@@ -35,17 +44,24 @@ from __future__ import annotations
 
 __all__ = [
     "APIStatusError",
+    "AccessDeniedError",
     "AuthenticationError",
+    "AuthorizationError",
     "BadRequestError",
     "ConfigurationError",
+    "DeadlineExceededError",
     "DocumentTokensMissingError",
     "GoneError",
     "IncompleteBodyError",
+    "InvalidGrantError",
     "InvalidSizeError",
     "InvalidTokenError",
+    "LimiterTimeoutError",
+    "LimiterUnavailableError",
     "MalformedResponseError",
     "NotAnImageError",
     "NotFoundError",
+    "OAuthError",
     "PassbackConnectionError",
     "PassbackError",
     "PassbackTimeoutError",
@@ -53,6 +69,8 @@ __all__ = [
     "RateLimitError",
     "ResponseError",
     "ServerError",
+    "StateMismatchError",
+    "TokenVerificationError",
     "TransportError",
     "UnprocessableEntityError",
 ]
@@ -91,6 +109,18 @@ class PassbackConnectionError(TransportError):
 
 class PassbackTimeoutError(TransportError):
     """The server did not answer within the configured timeout or deadline."""
+
+
+class DeadlineExceededError(PassbackTimeoutError):
+    """The call's deadline passed (limiter waits, attempts and backoff together)."""
+
+
+class LimiterTimeoutError(PassbackError, TimeoutError):
+    """No rate-limit token can come within the wait allowed; nothing was consumed."""
+
+
+class LimiterUnavailableError(PassbackError):
+    """The rate limiter's store failed or stalled; no request was sent on its word."""
 
 
 class ResponseError(PassbackError):
@@ -212,6 +242,70 @@ class RateLimitError(APIStatusError):
 
 class ServerError(APIStatusError):
     """5xx: the server failed."""
+
+
+class AuthorizationError(PassbackError):
+    """The login redirect came back with an OAuth error instead of a code.
+
+    ``error`` is the redirect's ``error`` code (``access_denied``,
+    ``invalid_scope``, ``invalid_request``, ...) and ``error_description``
+    its text, both cut short and stripped of control characters: they come
+    from a URL anyone can forge.
+    """
+
+    error: str | None
+    error_description: str | None
+
+    def __init__(
+        self, message: str, *, error: str | None = None, error_description: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.error_description = error_description
+
+
+class AccessDeniedError(AuthorizationError):
+    """The user declined to share their data (``access_denied``)."""
+
+
+class StateMismatchError(AuthorizationError):
+    """The callback's ``state`` is missing or is not the one this login sent (possible CSRF)."""
+
+
+class TokenVerificationError(ResponseError):
+    """A JWT or JWE (an ``id_token``, a signed or encrypted attributes answer) failed verification.
+
+    Its signature, key, algorithm, issuer, audience, expiry or nonce did not
+    hold; nothing it claims is exposed.
+    """
+
+
+class OAuthError(APIStatusError):
+    """The OAuth token endpoint refused the request; ``error`` says why (``invalid_client``...)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 400,
+        body_excerpt: str = "",
+        error: str | None = None,
+        error_description: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status_code=status_code,
+            body_excerpt=body_excerpt,
+            error=error,
+            error_description=error_description,
+        )
+
+
+class InvalidGrantError(OAuthError):
+    """``invalid_grant``: the code or refresh token is spent, expired, revoked or not this client's.
+
+    Codes are single-use: start a new login.
+    """
 
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {

@@ -17,6 +17,9 @@ token bucket on the server all accept that.
 * A cancelled waiter consumes nothing and does not delay those behind it.
 * A 429 holds the document until the server's Retry-After has passed.
 * A refreshed token shares its document's budget (:meth:`RateLimiter.link`).
+* The store is asked under a bound: a store that fails or stalls is a
+  :class:`~idme_passback.LimiterUnavailableError`, and nothing is granted
+  on its word (the limiter fails closed).
 
 Example::
 
@@ -28,19 +31,31 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import math
+import secrets
+import time
 from collections import deque
 
 import anyio
-import anyio.lowlevel
 
 from .clock import Clock, MonotonicClock
-from .store import Grant, LimiterStore, MemoryStore
+from .errors import LimiterTimeoutError, LimiterUnavailableError, PassbackError
+from .store import Denied, Grant, LimiterStore, MemoryStore
 
 __all__ = ["Permit", "RateLimiter"]
 
+logger = logging.getLogger("idme_passback")
+
 #: How long a refreshed token stays linked to its document's budget.
 DEFAULT_LINEAGE_TTL = 86_400.0
+#: Seconds one store round trip may take before the store counts as unavailable.
+DEFAULT_STORE_TIMEOUT = 5.0
+#: The longest 429 hold passed to a store (a hostile Retry-After must not overflow it).
+MAX_HOLD = 86_400.0
+#: Releases that failed, kept to retry before later store calls.
+_MAX_UNRELEASED = 1024
+_UNRELEASED_TRIES = 8
 
 
 class _Waiter:
@@ -48,6 +63,226 @@ class _Waiter:
 
     def __init__(self) -> None:
         self.event = anyio.Event()
+
+
+class _Unreleased:
+    """A release the store did not take, kept to try again."""
+
+    __slots__ = ("grant", "hold_until", "sent", "tries")
+
+    def __init__(self, grant: Grant, sent: bool, hold_until: float | None) -> None:
+        self.grant = grant
+        self.sent = sent
+        self.hold_until = hold_until  # on time.monotonic(), like the retry itself
+        self.tries = 0
+
+
+class _Lines:
+    """The limiter's machinery: per-document queues of waiters, and the store's answers."""
+
+    __slots__ = (
+        "_bounded",
+        "_clock",
+        "_limit",
+        "_lineage_ttl",
+        "_period",
+        "_queues",
+        "_roots",
+        "_store",
+        "_store_timeout",
+        "_unreleased",
+    )
+
+    def __init__(  # noqa: PLR0917 - private; built once by RateLimiter
+        self,
+        store: LimiterStore,
+        clock: Clock,
+        limit: int,
+        period: float,
+        lineage_ttl: float,
+        store_timeout: float,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._limit = limit
+        self._period = period
+        self._lineage_ttl = lineage_ttl
+        self._store_timeout = store_timeout
+        # The memory store answers without suspending and cannot fail or stall:
+        # its calls need no time bound (which costs a cancel scope per call).
+        self._bounded = not isinstance(store, MemoryStore)
+        # Per document, the waiters in arrival order; present only while someone waits.
+        self._queues: dict[str, deque[_Waiter]] = {}
+        # Refreshed token -> (its document's first token, expiry), for shared queues.
+        self._roots: dict[str, tuple[str, float]] = {}
+        self._unreleased: deque[_Unreleased] = deque()
+
+    @property
+    def waiting_keys(self) -> int:
+        return len(self._queues)
+
+    def root(self, token: str) -> str:
+        entry = self._roots.get(token)
+        if entry is None:
+            return token
+        if entry[1] <= self._clock.now():
+            del self._roots[token]
+            return token
+        return entry[0]
+
+    async def take(self, token: str, timeout: float | None) -> Grant:  # noqa: ASYNC109
+        # (timeout is on the limiter's clock, which may be fake: fail_after cannot measure it)
+        """Wait for a token of ``token``'s document, first come, first served."""
+        give_up = math.inf if timeout is None else self._clock.now() + timeout
+        if self._unreleased:
+            await self._retry_releases()
+        key = self.root(token)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+        waiter = _Waiter()
+        queue.append(waiter)
+        try:
+            while True:
+                if queue[0] is waiter:
+                    answer = await self._reserve(token, give_up)
+                    if isinstance(answer, Grant):
+                        return answer
+                    delay = answer.delay
+                else:
+                    delay = math.inf  # until the waiters ahead have gone
+                left = give_up - self._clock.now()
+                if left <= 0 or (delay != math.inf and delay > left):
+                    # The head's delay is a lower bound: past the deadline, give up now.
+                    raise LimiterTimeoutError(
+                        "no rate-limit token can come within the wait allowed"
+                    )
+                await self._wait(waiter, min(delay, left))
+                waiter.event = anyio.Event()
+        finally:
+            # Granted, timed out or cancelled, this waiter leaves and the next goes first.
+            was_head = queue[0] is waiter
+            queue.remove(waiter)
+            if not queue:
+                if self._queues.get(key) is queue:
+                    del self._queues[key]
+            elif was_head:
+                queue[0].event.set()
+
+    async def _reserve(self, token: str, give_up: float) -> Grant | Denied:
+        """Ask the store once, within the store timeout and the caller's deadline."""
+        reservation = secrets.token_hex(8)
+        ask = self._store.reserve(
+            token, reservation=reservation, limit=self._limit, period=self._period
+        )
+        if not self._bounded:
+            answer = await ask
+        else:
+            bound = min(self._store_timeout, max(give_up - self._clock.now(), 0.0))
+            try:
+                with anyio.move_on_after(bound) as scope:
+                    answer = await ask
+            except BaseException as exc:
+                # Cancelled or failed mid-round-trip: the reservation may exist.
+                await self._discard(token, reservation)
+                if isinstance(exc, Exception) and not isinstance(exc, PassbackError):
+                    raise LimiterUnavailableError(
+                        f"the rate limiter's store failed ({type(exc).__name__})"
+                    ) from exc
+                raise
+            if scope.cancelled_caught:
+                await self._discard(token, reservation)
+                if bound < self._store_timeout:
+                    raise LimiterTimeoutError(
+                        "the deadline passed while the rate limiter's store was answering"
+                    )
+                raise LimiterUnavailableError(
+                    f"the rate limiter's store did not answer within {bound:g} s"
+                )
+        if not isinstance(answer, Grant | Denied):
+            # Fail closed: an answer of any other type is never a grant.
+            raise LimiterUnavailableError(
+                f"the store answered reserve() with a {type(answer).__name__}, "
+                "not a Grant or a Denied"
+            )
+        return answer
+
+    async def _discard(self, token: str, reservation: str) -> None:
+        with anyio.move_on_after(self._store_timeout, shield=True):
+            try:
+                await self._store.discard(token, reservation=reservation)
+            except Exception:
+                logger.warning("could not discard a lost rate-limit reservation")
+
+    async def _wait(self, waiter: _Waiter, delay: float) -> None:
+        """Sleep ``delay`` on the clock, or less if a local release wakes us."""
+        if math.isinf(delay):
+            await waiter.event.wait()
+            return
+        async with anyio.create_task_group() as group:
+
+            async def timer() -> None:
+                await self._clock.sleep(delay)
+                group.cancel_scope.cancel()
+
+            group.start_soon(timer)
+            await waiter.event.wait()
+            group.cancel_scope.cancel()
+
+    async def give_back(self, grant: Grant, *, sent: bool, hold: float | None) -> None:
+        """Settle ``grant``; a store that fails keeps it to retry, and raises nothing."""
+        if hold is not None:
+            hold = min(hold, MAX_HOLD) if hold >= 0 else 0.0  # NaN and negatives: none
+        if not self._bounded:
+            await self._store.release(grant, sent=sent, period=self._period, hold=hold)
+        elif not await self._release(grant, sent, hold):
+            if len(self._unreleased) >= _MAX_UNRELEASED:
+                self._unreleased.popleft()  # the store's lease reclaims the oldest
+            until = None if hold is None else time.monotonic() + hold
+            self._unreleased.append(_Unreleased(grant, sent, until))
+            logger.warning("the rate limiter's store did not take a release; it will be retried")
+        self.wake(grant.key)
+
+    async def _release(self, grant: Grant, sent: bool, hold: float | None) -> bool:
+        # Shielded: a release is clean-up that must run even when the caller is
+        # cancelled, and it is bounded, so a stalled store cannot hold the caller.
+        with anyio.move_on_after(self._store_timeout, shield=True):
+            try:
+                await self._store.release(grant, sent=sent, period=self._period, hold=hold)
+            except Exception:
+                return False
+            return True
+        return False
+
+    async def _retry_releases(self) -> None:
+        for _ in range(len(self._unreleased)):
+            item = self._unreleased.popleft()
+            hold = None
+            if item.hold_until is not None:
+                hold = max(item.hold_until - time.monotonic(), 0.0)
+            item.tries += 1
+            if not await self._release(item.grant, item.sent, hold):
+                if item.tries < _UNRELEASED_TRIES:
+                    self._unreleased.append(item)
+                return  # the store is still down: try again later
+
+    def wake(self, key: str) -> None:
+        queue = self._queues.get(key)
+        if queue:
+            queue[0].event.set()
+
+    async def link(self, alias: str, token: str) -> None:
+        root = self.root(token)
+        if alias != root:
+            self._roots[alias] = (root, self._clock.now() + self._lineage_ttl)
+            if len(self._roots) > 1024 and len(self._roots) % 1024 == 0:
+                self._forget_expired_links()
+        await self._store.link(alias, token, self._lineage_ttl)
+
+    def _forget_expired_links(self) -> None:
+        now = self._clock.now()
+        for alias in [a for a, (_, until) in self._roots.items() if until <= now]:
+            del self._roots[alias]
 
 
 class Permit:
@@ -65,60 +300,37 @@ class Permit:
     sending, a cancellation mid-request). A permit is settled exactly once.
     """
 
-    # One object per request, context manager and permit in one: this is the
-    # limiter's hot path, so it allocates as little as it can.
-    __slots__ = ("_grant", "_key", "_limiter", "_sent", "_settled", "_timeout", "_token")
+    __slots__ = ("_grant", "_lines", "_sent", "_settled", "_timeout", "_token")
 
-    def __init__(self, limiter: RateLimiter, token: str, timeout: float | None = None) -> None:
-        self._limiter = limiter
+    def __init__(self, lines: _Lines, token: str, timeout: float | None) -> None:
+        self._lines = lines
         self._token = token
-        # The in-process queue this request waits in: its document's, where known.
-        self._key = token
         self._timeout = timeout
-        # The memory store names a grant by its key alone; remote stores hand a Grant.
-        self._grant: Grant | str | None = None
+        self._grant: Grant | None = None
         self._sent = True
         self._settled = False
 
     async def __aenter__(self) -> Permit:
-        limiter, token = self._limiter, self._token
-        fast = limiter._fast
-        if fast is not None:
-            # Waiters queue per document: a refreshed token joins its document's line.
-            self._key = key = fast.root(token)
-            if key not in limiter._queues:
-                result = fast.reserve_nowait(token, limiter._limit, limiter._period)
-                if type(result) is str:
-                    self._grant = result
-                    return self
-        give_up = math.inf
-        if self._timeout is not None:
-            give_up = limiter._clock.now() + self._timeout
-        self._grant = await limiter._reserve(token, self._key, give_up)
+        self._grant = await self._lines.take(self._token, self._timeout)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._grant is not None and not self._settled:
-            await self._limiter._settle(self, None)
+        await self._settle(None)
 
     async def complete(self, *, hold: float | None = None) -> None:
         """Record that the response arrived now; with ``hold``, pause the document that long."""
         self._sent = True
-        if self._settled or self._grant is None:
-            return
-        grant, limiter = self._grant, self._limiter
-        if type(grant) is str and limiter._fast is not None:
-            # The memory store settles synchronously: no further await on the hot path.
-            self._settled = True
-            limiter._fast.release_key(grant, sent=True, period=limiter._period, hold=hold)
-            if limiter._queues:
-                limiter._wake(self._key)
-            return
-        await limiter._settle(self, hold)
+        await self._settle(hold)
 
     def not_sent(self) -> None:
         """Record that the request never reached the server."""
         self._sent = False
+
+    async def _settle(self, hold: float | None) -> None:
+        if self._settled or self._grant is None:
+            return
+        self._settled = True
+        await self._lines.give_back(self._grant, sent=self._sent, hold=hold)
 
     @property
     def settled(self) -> bool:
@@ -142,26 +354,15 @@ class RateLimiter:
         store: where buckets live; a :class:`MemoryStore` on ``clock`` by
             default, or a :class:`~idme_passback.RedisStore` for many processes.
         clock: the clock waits are measured on (monotonic by default).
-        pair_front_back: if true, the front and back tokens of one attributes
-            call share one budget, for a server that counts per identity
-            document rather than per side. Off by default: the API documents
-            the limit "per document", and each side is fetched as one.
         lineage_ttl: how long a refreshed token stays linked to its document.
+        store_timeout: seconds one store round trip may take before the
+            store counts as unavailable (not used by the memory store).
 
     Raises:
-        ValueError: for a non-positive ``limit`` or ``period``.
+        ValueError: for a non-positive ``limit``, ``period`` or ``store_timeout``.
     """
 
-    __slots__ = (
-        "_clock",
-        "_fast",
-        "_limit",
-        "_lineage_ttl",
-        "_pair_front_back",
-        "_period",
-        "_queues",
-        "_store",
-    )
+    __slots__ = ("_clock", "_limit", "_lines", "_period", "_store")
 
     def __init__(
         self,
@@ -170,13 +371,14 @@ class RateLimiter:
         *,
         store: LimiterStore | None = None,
         clock: Clock | None = None,
-        pair_front_back: bool = False,
         lineage_ttl: float = DEFAULT_LINEAGE_TTL,
+        store_timeout: float = DEFAULT_STORE_TIMEOUT,
     ) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
-        if not (isinstance(period, int | float) and math.isfinite(period) and period > 0):
-            raise ValueError(f"period must be a positive number of seconds, got {period!r}")
+        for name, value in (("period", period), ("store_timeout", store_timeout)):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         self._limit = limit
         self._period = float(period)
         if store is None:
@@ -185,12 +387,7 @@ class RateLimiter:
             clock = store.clock if isinstance(store, MemoryStore) else MonotonicClock()
         self._clock: Clock = clock
         self._store: LimiterStore = store
-        # The in-memory store answers synchronously: skip the await and the shield.
-        self._fast = store if isinstance(store, MemoryStore) else None
-        self._pair_front_back = pair_front_back
-        self._lineage_ttl = lineage_ttl
-        # Per key, the waiters in arrival order; present only while someone waits.
-        self._queues: dict[str, deque[_Waiter]] = {}
+        self._lines = _Lines(store, clock, limit, self._period, lineage_ttl, store_timeout)
 
     @property
     def limit(self) -> int:
@@ -212,15 +409,10 @@ class RateLimiter:
         """Where the buckets live."""
         return self._store
 
-    @property
-    def pair_front_back(self) -> bool:
-        """Whether the two sides of one attributes call share one budget."""
-        return self._pair_front_back
-
     def __repr__(self) -> str:
         return (
             f"RateLimiter(limit={self._limit}, period={self._period}, "
-            f"store={type(self._store).__name__}, waiting_keys={len(self._queues)})"
+            f"store={type(self._store).__name__}, waiting_keys={self._lines.waiting_keys})"
         )
 
     def acquire(self, token: str, *, timeout: float | None = None) -> Permit:
@@ -231,102 +423,23 @@ class RateLimiter:
         the request is reported.
 
         Raises:
-            TimeoutError: no token came within ``timeout`` seconds (on this
-                limiter's clock); nothing was consumed.
+            LimiterTimeoutError: no token can come within ``timeout`` seconds
+                (on this limiter's clock); nothing was consumed.
+            LimiterUnavailableError: the store failed or stalled.
         """
-        return Permit(self, token, timeout)
-
-    async def hold(self, token: str, seconds: float) -> None:
-        """Grant nothing on ``token``'s document for ``seconds`` (for example after a 429)."""
-        await self._store.hold(token, seconds)
+        return Permit(self._lines, token, timeout)
 
     async def link(self, new_token: str, token: str) -> None:
-        """Make ``new_token`` share ``token``'s budget (a refresh names the same document)."""
-        await self._store.link(new_token, token, self._lineage_ttl)
+        """Make ``new_token`` share ``token``'s budget (a refresh names the same document).
 
-    async def _try(self, token: str) -> Grant | str | float:
-        if self._fast is not None:
-            return self._fast.reserve_nowait(token, self._limit, self._period)
-        # A reservation made while we are being cancelled must not be lost.
-        with anyio.CancelScope(shield=True):
-            result = await self._store.reserve(token, self._limit, self._period)
-        if isinstance(result, Grant):
-            try:
-                await anyio.lowlevel.checkpoint_if_cancelled()
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await self._store.release(result, sent=False, period=self._period)
-                raise
-        return result
-
-    async def _reserve(self, token: str, key: str, give_up: float = math.inf) -> Grant | str:
-        queue = self._queues.get(key)
-        if queue is None:
-            if self._fast is not None:
-                # Nobody waits on this key: try at once. Synchronous, so no one
-                # arriving later can overtake.
-                taken = self._fast.reserve_nowait(token, self._limit, self._period)
-                if isinstance(taken, str):
-                    return taken
-            # A remote store answers after an await: join the queue first, so
-            # arrival order is fixed before anyone awaits.
-            queue = self._queues[key] = deque()
-        waiter = _Waiter()
-        queue.append(waiter)
+        Raises:
+            LimiterUnavailableError: the store failed.
+        """
         try:
-            while True:
-                if queue[0] is waiter:
-                    result = await self._try(token)
-                    if not isinstance(result, float):
-                        return result
-                    delay = result
-                else:
-                    delay = math.inf  # until the waiters ahead have gone
-                left = give_up - self._clock.now()
-                if left <= 0 or (delay != math.inf and delay > left):
-                    # A head waiter's delay is a lower bound: past the deadline, give up now.
-                    raise TimeoutError("no rate-limit token can come in time")
-                await self._wait(waiter, min(delay, left))
-                waiter.event = anyio.Event()
-        finally:
-            # Whether granted or cancelled, this waiter leaves and the next goes first.
-            was_head = queue[0] is waiter
-            queue.remove(waiter)
-            if not queue:
-                if self._queues.get(key) is queue:
-                    del self._queues[key]
-            elif was_head:
-                queue[0].event.set()
-
-    async def _wait(self, waiter: _Waiter, delay: float) -> None:
-        """Sleep ``delay`` on the clock, or less if a local release wakes us."""
-        if math.isinf(delay):
-            await waiter.event.wait()
-            return
-        async with anyio.create_task_group() as group:
-
-            async def timer() -> None:
-                await self._clock.sleep(delay)
-                group.cancel_scope.cancel()
-
-            group.start_soon(timer)
-            await waiter.event.wait()
-            group.cancel_scope.cancel()
-
-    def _wake(self, token: str) -> None:
-        queue = self._queues.get(token)
-        if queue:
-            queue[0].event.set()
-
-    async def _settle(self, permit: Permit, hold: float | None) -> None:
-        permit._settled = True
-        grant = permit._grant
-        if isinstance(grant, str):
-            assert self._fast is not None
-            self._fast.release_key(grant, sent=permit._sent, period=self._period, hold=hold)
-        else:
-            assert grant is not None
-            with anyio.CancelScope(shield=True):
-                await self._store.release(grant, sent=permit._sent, period=self._period, hold=hold)
-        if self._queues:
-            self._wake(permit._key)
+            await self._lines.link(new_token, token)
+        except PassbackError:
+            raise
+        except Exception as exc:
+            raise LimiterUnavailableError(
+                f"the rate limiter's store failed ({type(exc).__name__})"
+            ) from exc

@@ -27,11 +27,10 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import secrets
 from typing import Any
 
 from .clock import Clock
-from .store import Grant
+from .store import Denied, Grant
 
 __all__ = ["RedisStore"]
 
@@ -118,15 +117,12 @@ return 1
 """
 )
 
-# ARGV: prefix, now|'', token, hold_ms
-_HOLD = (
+# ARGV: prefix, now|'', token, reservation id
+_DISCARD = (
     _PREAMBLE.replace("RESOLVE", "true")
     + """
-local until_ = now + tonumber(ARGV[4])
-local hold = tonumber(redis.call('GET', holdkey) or '0')
-if until_ > hold then
-  redis.call('SET', holdkey, until_, 'PX', math.ceil(until_ - now) + 1000)
-end
+redis.call('ZREM', bucket, 'i:' .. ARGV[4])
+keep(bucket)
 return 1
 """
 )
@@ -185,7 +181,7 @@ class RedisStore:
             for name, body in (
                 ("reserve", _RESERVE),
                 ("release", _RELEASE),
-                ("hold", _HOLD),
+                ("discard", _DISCARD),
                 ("link", _LINK),
             )
         }
@@ -199,16 +195,17 @@ class RedisStore:
     async def _run(self, name: str, *args: object) -> Any:
         return await self._scripts[name](keys=[], args=[self._prefix, self._now(), *args])
 
-    async def reserve(self, token: str, limit: int, period: float) -> Grant | float:
-        """Take a token of ``token``'s document, or return the least delay worth waiting."""
-        reservation = secrets.token_hex(8)
+    async def reserve(
+        self, token: str, *, reservation: str, limit: int, period: float
+    ) -> Grant | Denied:
+        """Take a token of ``token``'s document, or say how long at least to wait."""
         granted, value = await self._run(
             "reserve", _digest(token), limit, _ms(period), _ms(self._lease), reservation
         )
         if int(granted) == 1:
             root = value.decode() if isinstance(value, bytes) else str(value)
             return Grant(root, reservation)
-        return int(value) / 1000.0
+        return Denied(int(value) / 1000.0)
 
     async def release(
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
@@ -223,9 +220,9 @@ class RedisStore:
             grant.reservation,
         )
 
-    async def hold(self, token: str, seconds: float) -> None:
-        """Grant nothing on ``token``'s document for ``seconds`` from now."""
-        await self._run("hold", _digest(token), _ms(seconds))
+    async def discard(self, token: str, *, reservation: str) -> None:
+        """Free the reservation ``reservation`` of ``token``'s document, if it was made."""
+        await self._run("discard", _digest(token), reservation)
 
     async def link(self, alias: str, token: str, ttl: float) -> None:
         """Make ``alias`` share ``token``'s budget for ``ttl`` seconds."""

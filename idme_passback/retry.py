@@ -1,23 +1,27 @@
-"""Retry policy: which failures are worth another try, and how long to wait first."""
+"""Retrying: the policy (how long to wait, how often) and the loop that follows it."""
 
 from __future__ import annotations
 
 import email.utils
+import logging
 import math
 import random
 import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
+from .errors import DeadlineExceededError, LimiterTimeoutError, PassbackError, RateLimitError
+
+if TYPE_CHECKING:
+    from ._config import Endpoint
+    from ._deadline import Deadline
+
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
-#: Statuses below 500 that a document or refresh call retries; every 5xx is retried too.
-RETRYABLE_STATUSES = frozenset({408, 429})
-
-
-def retryable_status(status: int) -> bool:
-    """Whether a document or refresh call retries an answer with ``status``."""
-    return status >= 500 or status in RETRYABLE_STATUSES
+T = TypeVar("T")
+logger = logging.getLogger("idme_passback")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -73,3 +77,56 @@ class RetryPolicy:
         """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
         ceiling = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
         return rng.uniform(0.0, ceiling)
+
+
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    endpoint: Endpoint,
+    retryable: Callable[[Exception, Endpoint], bool],
+    policy: RetryPolicy,
+    max_retries: int,
+    deadline: Deadline,
+    rng: random.Random,
+) -> T:
+    """Run ``attempt`` until it succeeds, the retries run out, or the deadline passes.
+
+    Raises:
+        DeadlineExceededError: the deadline passed (waiting on the limiter,
+            or before a retry could start).
+        PassbackError: the last attempt's error, when it is not worth a retry.
+    """
+    retry = 0
+    while True:
+        try:
+            return await attempt()
+        except LimiterTimeoutError:
+            # No rate-limit token can come in time: this attempt was never sent.
+            raise DeadlineExceededError(
+                f"the call's deadline of {deadline.seconds:g} s would pass before the "
+                f"document's rate limit allows another request (after {retry} retries)",
+                sent=False,
+            ) from None
+        except PassbackError as exc:
+            retry += 1
+            if retry > max_retries or not retryable(exc, endpoint):
+                raise
+            delay = policy.backoff(retry, rng)
+            if isinstance(exc, RateLimitError):
+                if (exc.retry_after or 0.0) > policy.retry_after_cap:
+                    raise
+                if endpoint.rate_limited:
+                    delay = 0.0  # the limiter holds the document until Retry-After has passed
+                elif exc.retry_after is not None:
+                    delay = exc.retry_after
+            if delay >= deadline.remaining():
+                raise DeadlineExceededError(
+                    f"the call's deadline of {deadline.seconds:g} s passed before retry "
+                    f"{retry} (last failure: {type(exc).__name__})",
+                    sent=True,
+                ) from exc
+            logger.debug(
+                "%s: retry %d of %d in %.2f s", type(exc).__name__, retry, max_retries, delay
+            )
+            if delay:
+                await deadline.clock.sleep(delay)

@@ -19,32 +19,44 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, cast, runtime_checkable
 
+import attrs
+
 from .clock import Clock, MonotonicClock
 
-__all__ = ["Grant", "LimiterStore", "MemoryStore"]
+__all__ = ["Denied", "Grant", "LimiterStore", "MemoryStore"]
 
 
+@attrs.frozen
 class Grant:
-    """One token of one key's bucket, handed out by a store."""
+    """One token of one document's bucket, handed out by :meth:`LimiterStore.reserve`."""
 
-    __slots__ = ("key", "reservation")
+    #: The bucket (document) the token belongs to; a refreshed token names its root.
+    key: str
+    #: The id the limiter chose for this reservation (so a lost answer can be named).
+    reservation: str = attrs.field(repr=False)
 
-    def __init__(self, key: str, reservation: str = "") -> None:
-        #: The bucket (document) the token belongs to; a refreshed token names its root.
-        self.key = key
-        #: The store's handle on the token (the in-memory store needs none).
-        self.reservation = reservation
 
-    def __repr__(self) -> str:
-        return f"Grant(reservation={self.reservation!r})"
+@attrs.frozen
+class Denied:
+    """No token now: the least number of seconds worth waiting before asking again."""
+
+    delay: float
 
 
 @runtime_checkable
 class LimiterStore(Protocol):
-    """The atomic bucket operations a :class:`RateLimiter` needs."""
+    """The atomic bucket operations a :class:`~idme_passback.RateLimiter` needs.
 
-    async def reserve(self, token: str, limit: int, period: float) -> Grant | float:
-        """Take a token of ``token``'s document, or return the least delay worth waiting."""
+    A store answers ``reserve`` with a :class:`Grant` or a :class:`Denied`;
+    anything else is refused by the limiter (it fails closed). Errors a store
+    meets should be raised as :class:`~idme_passback.LimiterUnavailableError`;
+    the limiter wraps any other exception in one.
+    """
+
+    async def reserve(
+        self, token: str, *, reservation: str, limit: int, period: float
+    ) -> Grant | Denied:
+        """Take a token of ``token``'s document as ``reservation``, or say how long to wait."""
         ...
 
     async def release(
@@ -57,8 +69,12 @@ class LimiterStore(Protocol):
         """
         ...
 
-    async def hold(self, token: str, seconds: float) -> None:
-        """Grant nothing on ``token``'s document for ``seconds`` from now (a 429's Retry-After)."""
+    async def discard(self, token: str, *, reservation: str) -> None:
+        """Free the reservation ``reservation`` of ``token``'s document, if it was ever made.
+
+        Called when a :meth:`reserve` call's answer was lost (cancelled or
+        failed mid-round-trip), so the token is not stranded.
+        """
         ...
 
     async def link(self, alias: str, token: str, ttl: float) -> None:
@@ -201,19 +217,19 @@ class MemoryStore:
             bucket.cooling.append(state)
         return bucket
 
-    def root(self, token: str) -> str:
+    def _root(self, token: str) -> str:
         """Return the key of ``token``'s document (itself, unless linked by a refresh)."""
         if not self._aliases:
             return token
         entry = self._aliases.get(token)
         return token if entry is None else entry[0]
 
-    def reserve_nowait(self, token: str, limit: int, period: float) -> str | float:
-        """Synchronous :meth:`reserve`: the granted key, or the least delay worth waiting."""
+    def _reserve(self, token: str, limit: int, period: float) -> str | float:
+        """Take a token: the granted key, or the least delay worth waiting."""
         now = self._now()
         if (self._due_at and self._due_at[0] <= now) or (self._later and self._later[0][0] <= now):
             self._sweep(now)
-        key = self.root(token)
+        key = self._root(token)
         state = self._buckets.get(key)
         if state is None:
             self._buckets[key] = _IN_FLIGHT
@@ -241,15 +257,17 @@ class MemoryStore:
         bucket.inflight += 1
         return key
 
-    async def reserve(self, token: str, limit: int, period: float) -> Grant | float:
-        """Take a token of ``token``'s document, or return the least delay worth waiting."""
-        result = self.reserve_nowait(token, limit, period)
-        return Grant(result) if isinstance(result, str) else result
+    async def reserve(
+        self, token: str, *, reservation: str, limit: int, period: float
+    ) -> Grant | Denied:
+        """Take a token of ``token``'s document, or say how long at least to wait.
 
-    def release_key(
-        self, key: str, *, sent: bool, period: float, hold: float | None = None
-    ) -> None:
-        """Synchronous :meth:`release`, of a grant named by its key."""
+        Answers without suspending, so a reservation can never be half made.
+        """
+        result = self._reserve(token, limit, period)
+        return Grant(result, reservation) if isinstance(result, str) else Denied(result)
+
+    def _release(self, key: str, *, sent: bool, period: float, hold: float | None) -> None:
         bucket = self._buckets.get(key)
         if bucket is _IN_FLIGHT:
             if hold is None:
@@ -286,11 +304,10 @@ class MemoryStore:
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
     ) -> None:
         """Settle a grant: ``sent`` cools the token for ``period`` from now, else frees it."""
-        self.release_key(grant.key, sent=sent, period=period, hold=hold)
+        self._release(grant.key, sent=sent, period=period, hold=hold)
 
-    async def hold(self, token: str, seconds: float) -> None:
-        """Grant nothing on ``token``'s document for ``seconds`` from now."""
-        self._hold(self.root(token), seconds)
+    async def discard(self, token: str, *, reservation: str) -> None:
+        """Nothing to do: :meth:`reserve` never suspends, so its answer is never lost."""
 
     def _hold(self, key: str, seconds: float) -> None:
         now = self._now()
@@ -305,7 +322,7 @@ class MemoryStore:
         if alias == token:
             return
         now = self._now()
-        key = self.root(token)
+        key = self._root(token)
         if key == alias:
             return
         self._aliases[alias] = (key, now + ttl)

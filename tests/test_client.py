@@ -58,7 +58,7 @@ def document_url(token: str) -> str:
 
 
 @pytest.mark.asyncio
-async def test_attributes_is_a_get_with_the_access_token_in_the_query(
+async def test_attributes_is_a_get_with_the_access_token_as_a_bearer_header(
     respx_mock: respx.MockRouter, client: PassbackClient
 ) -> None:
     route = respx_mock.get(ATTRIBUTES_URL).respond(json=PAYLOAD)
@@ -66,22 +66,22 @@ async def test_attributes_is_a_get_with_the_access_token_in_the_query(
     request = route.calls.last.request
     assert request.method == "GET"
     assert request.url.path == "/api/public/v3/attributes.json"
-    assert dict(request.url.params) == {"access_token": ACCESS_TOKEN}
-    assert "authorization" not in request.headers
+    assert request.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
+    assert not request.url.query
     assert attributes.document_tokens.front == FRONT
     assert attributes.document_tokens.back == BACK
 
 
 @pytest.mark.asyncio
-async def test_attributes_can_send_the_access_token_as_a_bearer_header(
+async def test_attributes_can_send_the_access_token_in_the_query_as_documented(
     respx_mock: respx.MockRouter,
 ) -> None:
     route = respx_mock.get(ATTRIBUTES_URL).respond(json=PAYLOAD)
-    async with PassbackClient(API_TOKEN, access_token_in="header") as client:
+    async with PassbackClient(API_TOKEN, access_token_in="query") as client:
         await client.get_attributes(ACCESS_TOKEN)
     request = route.calls.last.request
-    assert request.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
-    assert "access_token" not in request.url.params
+    assert dict(request.url.params) == {"access_token": ACCESS_TOKEN}
+    assert "authorization" not in request.headers
 
 
 @pytest.mark.asyncio

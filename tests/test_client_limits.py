@@ -210,8 +210,7 @@ async def test_a_refreshed_token_shares_the_documents_budget(
 async def test_front_and_back_can_share_one_budget(
     fake: FakePassbackServer, clock: FakeClock
 ) -> None:
-    limiter = RateLimiter(pair_front_back=True, clock=clock)
-    async with make_client(fake, clock, limiter=limiter) as client:
+    async with make_client(fake, clock, pair_front_back=True) as client:
         front, back = (await client.get_attributes(fake.access_token)).document_tokens
         await drive(
             clock,

@@ -102,17 +102,23 @@ def test_access_tokens_never_alter_the_request(token: str) -> None:
     recorder = Recorder(httpx.Response(200, json={"attributes": [], "status": []}))
 
     async def attempt() -> None:
-        async with PassbackClient(API_TOKEN, transport=httpx.MockTransport(recorder)) as client:
-            await client.get_attributes(token)
+        for mode in ("header", "query"):
+            async with PassbackClient(
+                API_TOKEN, transport=httpx.MockTransport(recorder), access_token_in=mode
+            ) as client:
+                await client.get_attributes(token)
 
     try:
         run(attempt())
     except InvalidTokenError:
         assert recorder.requests == []
         return
-    [request] = recorder.requests
-    assert request.url.path == "/api/public/v3/attributes.json"
-    assert dict(request.url.params) == {"access_token": token}
+    [in_header, in_query] = recorder.requests
+    for request in (in_header, in_query):
+        assert request.url.path == "/api/public/v3/attributes.json"
+    assert in_header.headers["authorization"] == f"Bearer {token}"
+    assert not in_header.url.query
+    assert dict(in_query.url.params) == {"access_token": token}
 
 
 @given(st.one_of(st.none(), st.text(max_size=80)))

@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as redis
 
 from idme_passback import MemoryStore, RateLimiter, RedisStore
-from idme_passback.store import Grant
+from idme_passback.store import Denied, Grant
 from idme_passback.testing import FakeClock
 from idme_passback.testing import wait_all_tasks_blocked as all_tasks_blocked
 
@@ -46,15 +46,15 @@ class ObservedStore:
         finally:
             self.busy -= 1
 
-    async def reserve(self, token: str, limit: int, period: float) -> Grant | float:
-        result: Grant | float = await self._call("reserve", token, limit, period)
+    async def reserve(self, token: str, **kwargs: Any) -> Grant | Denied:
+        result: Grant | Denied = await self._call("reserve", token, **kwargs)
         return result
 
     async def release(self, grant: Grant, **kwargs: Any) -> None:
         await self._call("release", grant, **kwargs)
 
-    async def hold(self, token: str, seconds: float) -> None:
-        await self._call("hold", token, seconds)
+    async def discard(self, token: str, **kwargs: Any) -> None:
+        await self._call("discard", token, **kwargs)
 
     async def link(self, alias: str, token: str, ttl: float) -> None:
         await self._call("link", alias, token, ttl)

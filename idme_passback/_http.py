@@ -1,0 +1,261 @@
+"""Sending a request and classifying its answer: the one place httpx is spoken to.
+
+Every httpx error is translated here, at the edge, into the library's own
+type with the secrets scrubbed out; every non-200 answer becomes the typed
+error of its status, with a short scrubbed excerpt of its body; a 429's
+``Retry-After`` is parsed once, for both the limiter's hold and the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, Iterable
+from typing import cast
+
+import httpx
+
+from ._config import Endpoint
+from ._deadline import Deadline
+from ._tokens import scrub, shorten
+from .errors import (
+    APIStatusError,
+    MalformedResponseError,
+    PassbackConnectionError,
+    PassbackTimeoutError,
+    RateLimitError,
+    ResponseError,
+    TransportError,
+    status_error_class,
+)
+from .limiter import Permit
+from .retry import parse_retry_after
+
+logger = logging.getLogger("idme_passback")
+
+#: The largest JSON body read (attributes, refresh, error bodies are all far smaller).
+MAX_JSON_BYTES = 1024 * 1024
+_EXCERPT_BYTES = 1024
+_EXCERPT_CHARS = 200
+
+
+class Wire:
+    """Sends requests through one ``httpx.AsyncClient`` and classifies the answers."""
+
+    __slots__ = ("_headers", "_http")
+
+    def __init__(self, http: httpx.AsyncClient, headers: dict[str, str]) -> None:
+        self._http = http
+        # Headers every request carries that the AsyncClient may not (a caller's client).
+        self._headers = headers
+
+    def build(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: float | httpx.Timeout | None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Request:
+        """Build a request with the client's headers and this attempt's timeout."""
+        merged = self._headers if not headers else {**self._headers, **headers}
+        return self._http.build_request(method, url, params=params, headers=merged, timeout=timeout)
+
+    async def send(
+        self,
+        request: httpx.Request,
+        endpoint: Endpoint,
+        secrets: tuple[str, ...],
+        deadline: Deadline,
+        *,
+        permit: Permit | None = None,
+        default_hold: float = 0.0,
+    ) -> httpx.Response:
+        """Send ``request``; return the 200 response, streaming, or raise the typed error.
+
+        ``permit`` (document calls) is settled the moment the answer's headers
+        arrive: the server has counted the request by then. After a 429 it
+        holds the document for the Retry-After, or ``default_hold``.
+
+        Raises:
+            TransportError: the exchange failed (``sent`` says whether it left).
+            APIStatusError: any status but 200.
+        """
+        try:
+            # Never follow a redirect: the URL carries secrets, a Location may not deserve them.
+            response = await self._http.send(request, stream=True, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            error = translate(exc, secrets, endpoint)
+            if permit is not None and not error.sent:
+                permit.not_sent()
+            raise error from None
+        status = response.status_code
+        logger.debug("%s %s: %d", request.method, endpoint.name, status)
+        try:
+            retry_after = None
+            if status == 429:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if permit is not None:
+                hold = None
+                if status == 429:
+                    hold = default_hold if retry_after is None else retry_after
+                await permit.complete(hold=hold)
+            if status == 200:
+                return response
+            failure = await self._status_error(response, endpoint, secrets, deadline, retry_after)
+        except BaseException:
+            await response.aclose()
+            raise
+        await response.aclose()
+        raise failure
+
+    async def read(
+        self,
+        response: httpx.Response,
+        endpoint: Endpoint,
+        secrets: tuple[str, ...],
+        deadline: Deadline,
+        limit: int = MAX_JSON_BYTES,
+    ) -> bytes:
+        """Read a (non-image) body whole, within ``limit`` bytes and the deadline; close it.
+
+        Raises:
+            MalformedResponseError: the body is larger than ``limit``.
+            TransportError: the body did not arrive.
+        """
+        parts = bytearray()
+        try:
+            async with _chunks(response) as chunks:
+                async for chunk in chunks:
+                    parts += chunk
+                    if len(parts) > limit:
+                        raise MalformedResponseError(
+                            f"the {endpoint.name} endpoint's body is larger than {limit} bytes"
+                        )
+                    deadline.check(f"while reading the {endpoint.name} body", sent=True)
+        except httpx.HTTPError as exc:
+            raise translate(exc, secrets, endpoint) from None
+        finally:
+            await response.aclose()
+        return bytes(parts)
+
+    async def _status_error(
+        self,
+        response: httpx.Response,
+        endpoint: Endpoint,
+        secrets: tuple[str, ...],
+        deadline: Deadline,
+        retry_after: float | None,
+    ) -> APIStatusError:
+        # Read past the excerpt by the longest secret, so none is cut in two before
+        # it is scrubbed.
+        wanted = _EXCERPT_BYTES + max(map(len, secrets))
+        head = bytearray()
+        try:
+            async with _chunks(response) as chunks:
+                async for chunk in chunks:
+                    head += chunk
+                    if len(head) >= wanted:
+                        break
+                    deadline.check(f"while reading a {response.status_code} body", sent=True)
+        except httpx.HTTPError:
+            pass  # an error body that breaks off still tells its status
+        excerpt = _excerpt(bytes(head[:wanted]), secrets)
+        code, description = _oauth_error(bytes(head[:wanted]), secrets)
+        status = response.status_code
+        reason = _printable(scrub(response.reason_phrase, secrets))[:60]
+        message = f"the {endpoint.name} endpoint answered {status} {reason}".rstrip()
+        if endpoint.rate_limited and len(secrets) > 1:
+            message += f" for document {shorten(secrets[1])}"
+        cls = status_error_class(status)
+        if cls is RateLimitError:
+            if retry_after is not None:
+                message += f" (Retry-After {retry_after:g} s)"
+            return RateLimitError(
+                message,
+                body_excerpt=excerpt,
+                error=code,
+                error_description=description,
+                retry_after=retry_after,
+            )
+        return cls(
+            message,
+            status_code=status,
+            body_excerpt=excerpt,
+            error=code,
+            error_description=description,
+        )
+
+
+def decode_json(body: bytes, endpoint: Endpoint) -> object:
+    """Decode a JSON body.
+
+    Raises:
+        MalformedResponseError: not JSON, or nested too deeply to decode.
+    """
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise MalformedResponseError(
+            f"the {endpoint.name} endpoint answered 200 with a body that is not JSON"
+        ) from None
+
+
+def retryable(exc: Exception, endpoint: Endpoint) -> bool:
+    """Whether ``exc`` is worth another try of a request to ``endpoint``."""
+    if isinstance(exc, TransportError):
+        return not exc.sent or endpoint.retry_after_send
+    if not endpoint.retry_after_send:
+        return False
+    if isinstance(exc, ResponseError):
+        return exc.retryable
+    return isinstance(exc, APIStatusError) and (
+        exc.status_code >= 500 or exc.status_code in (408, 429)
+    )
+
+
+def translate(exc: httpx.HTTPError, secrets: Iterable[str], endpoint: Endpoint) -> TransportError:
+    """Turn one of httpx's errors into ours, at the edge, with no secret in the message."""
+    detail = _printable(scrub(str(exc), secrets))[:200]
+    name = type(exc).__name__
+    # These fail before a byte of the request leaves: safe to retry anything.
+    unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    if isinstance(exc, httpx.TimeoutException):
+        return PassbackTimeoutError(
+            f"the {endpoint.name} call timed out ({name}: {detail})", sent=not unsent
+        )
+    return PassbackConnectionError(
+        f"the {endpoint.name} call failed on the wire ({name}: {detail})", sent=not unsent
+    )
+
+
+def _chunks(response: httpx.Response) -> contextlib.aclosing[AsyncGenerator[bytes, None]]:
+    """The body's chunks, closed on leaving even when abandoned midway."""
+    # httpx types it as an iterator; it is an async generator.
+    return contextlib.aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_bytes()))
+
+
+def _printable(text: str) -> str:
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+def _excerpt(body: bytes, secrets: Iterable[str]) -> str:
+    text = scrub(body.decode("utf-8", "replace"), secrets)[:_EXCERPT_BYTES]
+    return _printable(text)[:_EXCERPT_CHARS]
+
+
+def _oauth_error(body: bytes, secrets: Iterable[str]) -> tuple[str | None, str | None]:
+    """The ``error`` and ``error_description`` of a JSON error body, scrubbed."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, None
+    if not isinstance(payload, dict):
+        return None, None
+    found: list[str | None] = []
+    for name in ("error", "error_description"):
+        value = payload.get(name)
+        found.append(_printable(scrub(value, secrets))[:200] if isinstance(value, str) else None)
+    return found[0], found[1]
