@@ -53,9 +53,16 @@ DEFAULT_LINEAGE_TTL = 86_400.0
 DEFAULT_STORE_TIMEOUT = 5.0
 #: The longest 429 hold passed to a store (a hostile Retry-After must not overflow it).
 MAX_HOLD = 86_400.0
-#: Releases that failed, kept to retry before later store calls.
-_MAX_UNRELEASED = 1024
-_UNRELEASED_TRIES = 8
+#: Releases and discards the store did not take, kept to retry before later takes:
+#: at most this many, each for at most this many seconds (by then the store's
+#: lease has reclaimed the token anyway), tried again at most this often.
+_MAX_UNSETTLED = 1024
+_UNSETTLED_FOR = 900.0
+_RETRY_GAP = 0.5
+#: The longest a caller waits, shielded, for clean-up (a release, a discard):
+#: past it the clean-up is kept and retried, so a stalled store cannot hold
+#: a cancelled or finished caller for the whole store timeout.
+_CLEANUP_TIMEOUT = 1.0
 
 
 class _Waiter:
@@ -65,16 +72,29 @@ class _Waiter:
         self.event = anyio.Event()
 
 
-class _Unreleased:
-    """A release the store did not take, kept to try again."""
+class _Unsettled:
+    """A release or a discard the store did not take, kept to try again.
 
-    __slots__ = ("grant", "hold_until", "sent", "tries")
+    A release has ``grant``; a discard has ``token`` (the token it reserved
+    under) and ``grant`` naming the reservation. Both are idempotent in a
+    store, so trying one again after an unknown outcome is safe.
+    """
 
-    def __init__(self, grant: Grant, sent: bool, hold_until: float | None) -> None:
+    __slots__ = ("expires", "grant", "hold_until", "sent", "token")
+
+    def __init__(
+        self,
+        grant: Grant,
+        *,
+        sent: bool = True,
+        hold_until: float | None = None,
+        token: str | None = None,
+    ) -> None:
         self.grant = grant
         self.sent = sent
         self.hold_until = hold_until  # on time.monotonic(), like the retry itself
-        self.tries = 0
+        self.token = token
+        self.expires = time.monotonic() + _UNSETTLED_FOR
 
 
 class _Lines:
@@ -82,15 +102,17 @@ class _Lines:
 
     __slots__ = (
         "_bounded",
+        "_cleanup_timeout",
         "_clock",
         "_limit",
         "_lineage_ttl",
+        "_next_retry",
         "_period",
         "_queues",
         "_roots",
         "_store",
         "_store_timeout",
-        "_unreleased",
+        "_unsettled",
     )
 
     def __init__(  # noqa: PLR0917 - private; built once by RateLimiter
@@ -108,6 +130,7 @@ class _Lines:
         self._period = period
         self._lineage_ttl = lineage_ttl
         self._store_timeout = store_timeout
+        self._cleanup_timeout = min(store_timeout, _CLEANUP_TIMEOUT)
         # The memory store answers without suspending and cannot fail or stall:
         # its calls need no time bound (which costs a cancel scope per call).
         self._bounded = not isinstance(store, MemoryStore)
@@ -115,7 +138,8 @@ class _Lines:
         self._queues: dict[str, deque[_Waiter]] = {}
         # Refreshed token -> (its document's first token, expiry), for shared queues.
         self._roots: dict[str, tuple[str, float]] = {}
-        self._unreleased: deque[_Unreleased] = deque()
+        self._unsettled: deque[_Unsettled] = deque()
+        self._next_retry = -math.inf  # on time.monotonic()
 
     @property
     def waiting_keys(self) -> int:
@@ -134,8 +158,8 @@ class _Lines:
         # (timeout is on the limiter's clock, which may be fake: fail_after cannot measure it)
         """Wait for a token of ``token``'s document, first come, first served."""
         give_up = math.inf if timeout is None else self._clock.now() + timeout
-        if self._unreleased:
-            await self._retry_releases()
+        if self._unsettled and time.monotonic() >= self._next_retry:
+            await self._retry_unsettled(give_up)
         key = self.root(token)
         queue = self._queues.get(key)
         if queue is None:
@@ -145,7 +169,8 @@ class _Lines:
         try:
             while True:
                 if queue[0] is waiter:
-                    answer = await self._reserve(token, give_up)
+                    # Asked by root: a link this limiter made holds even if the store forgot it.
+                    answer = await self._reserve(key, give_up)
                     if isinstance(answer, Grant):
                         return answer
                     delay = answer.delay
@@ -182,16 +207,22 @@ class _Lines:
             try:
                 with anyio.move_on_after(bound) as scope:
                     answer = await ask
-            except BaseException as exc:
-                # Cancelled or failed mid-round-trip: the reservation may exist.
+            except Exception as exc:
+                # Failed mid-round-trip: the reservation may exist. The store has
+                # just failed, so the discard waits for a later take.
+                self._keep(_Unsettled(Grant(token, reservation), token=token))
+                if isinstance(exc, PassbackError):
+                    raise
+                raise LimiterUnavailableError(
+                    f"the rate limiter's store failed ({type(exc).__name__})"
+                ) from exc
+            except BaseException:
+                # Cancelled mid-round-trip: the store may be fine, so discard now.
                 await self._discard(token, reservation)
-                if isinstance(exc, Exception) and not isinstance(exc, PassbackError):
-                    raise LimiterUnavailableError(
-                        f"the rate limiter's store failed ({type(exc).__name__})"
-                    ) from exc
                 raise
             if scope.cancelled_caught:
-                await self._discard(token, reservation)
+                # Stalled: a discard now would stall too, and the caller's time is up.
+                self._keep(_Unsettled(Grant(token, reservation), token=token))
                 if bound < self._store_timeout:
                     raise LimiterTimeoutError(
                         "the deadline passed while the rate limiter's store was answering"
@@ -208,11 +239,9 @@ class _Lines:
         return answer
 
     async def _discard(self, token: str, reservation: str) -> None:
-        with anyio.move_on_after(self._store_timeout, shield=True):
-            try:
-                await self._store.discard(token, reservation=reservation)
-            except Exception:
-                logger.warning("could not discard a lost rate-limit reservation")
+        """Discard a reservation whose answer was lost: briefly now, or kept for later."""
+        if not await self._clean_up(_Unsettled(Grant(token, reservation), token=token)):
+            logger.warning("could not discard a lost rate-limit reservation; it will be retried")
 
     async def _wait(self, waiter: _Waiter, delay: float) -> None:
         """Sleep ``delay`` on the clock, or less if a local release wakes us."""
@@ -229,42 +258,75 @@ class _Lines:
             await waiter.event.wait()
             group.cancel_scope.cancel()
 
-    async def give_back(self, grant: Grant, *, sent: bool, hold: float | None) -> None:
+    async def give_back(self, grant: Grant, *, token: str, sent: bool, hold: float | None) -> None:
         """Settle ``grant``; a store that fails keeps it to retry, and raises nothing."""
         if hold is not None:
             hold = min(hold, MAX_HOLD) if hold >= 0 else 0.0  # NaN and negatives: none
         if not self._bounded:
             await self._store.release(grant, sent=sent, period=self._period, hold=hold)
-        elif not await self._release(grant, sent, hold):
-            if len(self._unreleased) >= _MAX_UNRELEASED:
-                self._unreleased.popleft()  # the store's lease reclaims the oldest
+        else:
             until = None if hold is None else time.monotonic() + hold
-            self._unreleased.append(_Unreleased(grant, sent, until))
-            logger.warning("the rate limiter's store did not take a release; it will be retried")
+            if not await self._clean_up(_Unsettled(grant, sent=sent, hold_until=until)):
+                logger.warning(
+                    "the rate limiter's store did not take a release; it will be retried"
+                )
+        # The store's key for the document (a Redis digest) need not be the local
+        # queue's: wake both.
+        self.wake(self.root(token))
         self.wake(grant.key)
 
-    async def _release(self, grant: Grant, sent: bool, hold: float | None) -> bool:
-        # Shielded: a release is clean-up that must run even when the caller is
-        # cancelled, and it is bounded, so a stalled store cannot hold the caller.
-        with anyio.move_on_after(self._store_timeout, shield=True):
-            try:
-                await self._store.release(grant, sent=sent, period=self._period, hold=hold)
-            except Exception:
-                return False
-            return True
+    async def _clean_up(self, item: _Unsettled) -> bool:
+        """Try ``item`` once, shielded and briefly (it is clean-up); keep it if that fails."""
+        with anyio.move_on_after(self._cleanup_timeout, shield=True):
+            if await self._attempt(item):
+                return True
+        self._keep(item)
         return False
 
-    async def _retry_releases(self) -> None:
-        for _ in range(len(self._unreleased)):
-            item = self._unreleased.popleft()
-            hold = None
-            if item.hold_until is not None:
-                hold = max(item.hold_until - time.monotonic(), 0.0)
-            item.tries += 1
-            if not await self._release(item.grant, item.sent, hold):
-                if item.tries < _UNRELEASED_TRIES:
-                    self._unreleased.append(item)
-                return  # the store is still down: try again later
+    async def _attempt(self, item: _Unsettled) -> bool:
+        try:
+            if item.token is not None:
+                await self._store.discard(item.token, reservation=item.grant.reservation)
+            else:
+                hold = None
+                if item.hold_until is not None:
+                    hold = max(item.hold_until - time.monotonic(), 0.0)
+                await self._store.release(
+                    item.grant, sent=item.sent, period=self._period, hold=hold
+                )
+        except Exception:  # any store failure: keep it and retry
+            return False
+        return True
+
+    def _keep(self, item: _Unsettled) -> None:
+        if len(self._unsettled) >= _MAX_UNSETTLED:
+            self._unsettled.popleft()  # the store's lease reclaims the oldest
+        self._unsettled.append(item)
+        self._next_retry = min(self._next_retry, time.monotonic() + _RETRY_GAP)
+
+    async def _retry_unsettled(self, give_up: float) -> None:
+        """Retry kept releases and discards, oldest first, within the caller's time.
+
+        Not shielded: a cancelled caller leaves the rest (and the one under
+        way, which is idempotent) for a later take.
+        """
+        self._next_retry = time.monotonic() + _RETRY_GAP
+        while self._unsettled:
+            item = self._unsettled[0]
+            if item.expires <= time.monotonic():
+                self._unsettled.popleft()
+                continue
+            bound = min(self._store_timeout, give_up - self._clock.now())
+            if bound <= 0:
+                return
+            with anyio.move_on_after(bound):
+                if await self._attempt(item):
+                    if self._unsettled and self._unsettled[0] is item:
+                        self._unsettled.popleft()
+                    if item.token is None:
+                        self.wake(item.grant.key)
+                    continue
+            return  # the store is still down: try again later
 
     def wake(self, key: str) -> None:
         queue = self._queues.get(key)
@@ -330,7 +392,7 @@ class Permit:
         if self._settled or self._grant is None:
             return
         self._settled = True
-        await self._lines.give_back(self._grant, sent=self._sent, hold=hold)
+        await self._lines.give_back(self._grant, token=self._token, sent=self._sent, hold=hold)
 
     @property
     def settled(self) -> bool:

@@ -1,86 +1,165 @@
 """A limiter store in Redis, so many processes and hosts share one budget per document.
 
+Works with a single Redis or Valkey server (or a primary with replicas, or
+Sentinel) through ``redis.asyncio.Redis``, and with Redis Cluster or Valkey
+Cluster through ``redis.asyncio.cluster.RedisCluster`` (``valkey-py``'s
+``Valkey`` and ``ValkeyCluster`` too). Any other client is refused at
+construction.
+
 Every operation is one Lua script, so it is atomic on the server, and reads
-the Redis server's ``TIME``: the hosts' own clocks may disagree, the
-server's is the one every process sees. Per document it keeps a sorted set
-of the tokens that are out (member ``i:<id>`` while in flight, ``c:<id>``
-while cooling, scored by the time each comes back) and a hold key for 429s.
+the server's ``TIME``: the hosts' own clocks may disagree, the server's is
+the one every process sees. Per document it keeps a sorted set of the
+tokens that are out (member ``i:<id>`` while in flight, ``c:<id>`` while
+cooling, scored by the time each comes back) and a hold key for 429s.
 
-An in-flight token is scored pessimistically at *lease expiry + period*, so
-a process that dies mid-request never blocks the document for good: its
-reservation simply comes back once the lease has run out and the period has
-passed. Every key carries an expiry, so idle documents leave nothing behind.
+**Cluster.** Every key a document needs carries one hash tag, taken from
+the SHA-256 digest of the document's first token (its *root*), so each
+script touches one hash slot. A refreshed token's link to its root lives in
+the refreshed token's own slot: a call on a refreshed token first reads the
+link there, then runs on the root's slot (one more round trip, only for
+refreshed tokens the limiter has not seen linked itself).
+
+**Reservations.** The limiter names each reservation before asking for it,
+so a reservation whose answer was lost (a cancellation or a failure
+mid-round-trip) can be discarded by name at once; a discard that reaches
+Redis before its reservation does forbids that reservation. An in-flight
+reservation nobody settles (its process crashed) is scored at *lease +
+period*, so it comes back by itself.
+
+**Lost state.** Redis can forget: a restart without persistence, a
+``FLUSHALL``, a failover to a replica that had not received the last
+writes, a restore from an older snapshot. Forgetting the tokens that are
+out would let a document be granted again within its period, so each group
+of documents (one hash slot) carries an *epoch*: an id and a write counter.
+When a script finds the epoch gone, replaced, or counted back behind what
+this process has already seen, the store was reset, and every document of
+that group counts as fully spent for one period from that moment. The cost
+is one period's pause (60 s for the API's limit); the gain is that the
+limit holds even when Redis forgets. A store (or key prefix) that no
+process has used yet looks exactly like one that forgot, so the first use
+pauses too, unless you pass ``assume_fresh=True`` because you know nothing
+was sent in the last period.
+
+To avoid the pause, let Redis keep its data across restarts: ``appendonly
+yes`` with ``appendfsync always`` (or ``everysec``: a crash of redis-server
+loses nothing, a crash of its host can lose the last second, which running
+processes then detect through the write counter). RDB snapshots alone
+(``save``) restore an old state, which the counter catches only in
+processes that saw the later writes: do not rely on them. Use
+``maxmemory-policy noeviction``: an evicted bucket is a forgotten one.
+
+A refreshed token's link is lost with the rest; a process that made the
+link keeps it itself and goes on charging the refreshed token to its root.
+
 Documents are named by the SHA-256 of their token, never by the token itself.
-
-Needs the optional extra: ``pip install "idme-passback[redis]"``. The scripts
-touch keys derived inside the script (to follow refresh lineage atomically),
-so a single Redis server (or a primary with replicas) is supported, not
-Redis Cluster.
+Needs the optional extra: ``pip install "idme-passback[redis]"``.
 
 Example::
 
     import redis.asyncio as redis
     store = RedisStore(redis.Redis(host="127.0.0.1", port=6379))
     limiter = RateLimiter(limit=2, period=60.0, store=store)
+
+    from redis.asyncio.cluster import RedisCluster
+    store = RedisStore(RedisCluster(host="10.0.0.1", port=7000))
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import math
+import secrets
+from collections.abc import Sequence
+from typing import Any, cast
 
 from .clock import Clock
+from .errors import ConfigurationError, LimiterUnavailableError, PassbackError
+from .limiter import MAX_HOLD
 from .store import Denied, Grant
 
 __all__ = ["RedisStore"]
 
 #: Seconds an in-flight reservation may stay unsettled before it is presumed dead.
 DEFAULT_LEASE = 600.0
+#: Seconds a discarded reservation id stays forbidden (its reserve may still be on the way).
+_TOMBSTONE = 120.0
+#: Hex digits of the root digest that make a document's hash tag: 4096 groups,
+#: enough to spread over any cluster, few enough that their epochs cost nothing.
+_TAG_DIGITS = 3
+_MAX_HOLD_MS = round(MAX_HOLD * 1000)
+#: The longest duration of any other kind sent to Redis (a year), so none overflows.
+_MAX_MS = 365 * 86_400_000
 
-# Shared preamble: the time in ms (the server's, unless a test clock is given)
-# and the document (root) a token belongs to. Release is given the root
-# itself (RESOLVE false), so it settles exactly the bucket it reserved in.
+# Shared preamble: the time in ms (the server's, unless a test clock is given
+# in ARGV[1]), keeping a sorted set's expiry at its last score, and the epoch.
 _PREAMBLE = """
-local prefix = ARGV[1]
 local now
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
+if ARGV[1] ~= '' then
+  now = tonumber(ARGV[1])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local root = ARGV[3]
-if RESOLVE then
-  root = redis.call('GET', prefix .. 'a:' .. root) or root
-end
-local bucket = prefix .. 'b:' .. root
-local holdkey = prefix .. 'h:' .. root
 local function keep(key)
   local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   if last[2] then
     redis.call('PEXPIRE', key, math.ceil(tonumber(last[2]) - now) + 1000)
   end
 end
+-- The group's epoch (a hash: id, created, until, n). Returns its id, its
+-- write count after this call, and the time until which the group is spent.
+local function epoch(key, seen_id, seen_n, fresh_id, trust_empty, period)
+  local e = redis.call('HMGET', key, 'id', 'created', 'until', 'n')
+  local id, created, until_ = e[1], tonumber(e[2]), tonumber(e[3])
+  if not id then
+    -- Never used, or forgotten: only a caller who knows it is new may trust it.
+    if seen_id ~= '' or trust_empty ~= '1' then until_ = now + period else until_ = 0 end
+    id, created = fresh_id, now
+    redis.call('HSET', key, 'id', id, 'created', created, 'until', until_, 'n', 0)
+  elseif seen_id == id and tonumber(e[4] or '0') < seen_n then
+    -- Counted back: an older snapshot, or a failover that lost writes.
+    id, created, until_ = fresh_id, now, now + period
+    redis.call('HSET', key, 'id', id, 'created', created, 'until', until_)
+  elseif seen_id ~= '' and seen_id ~= id and until_ < created + period then
+    -- Replaced since we saw it, maybe by a process that took it for new.
+    until_ = created + period
+    redis.call('HSET', key, 'until', until_)
+  end
+  return id, redis.call('HINCRBY', key, 'n', 1), until_
+end
 """
 
-# ARGV: prefix, now|'', token, limit, period_ms, lease_ms, reservation id
-# Returns {1, root} when granted, {0, delay_ms} otherwise.
+# KEYS: epoch, alias, bucket, hold, tombstones (one hash slot)
+# ARGV: now|'', resolve (1/0), limit, period_ms, lease_ms, reservation,
+#       seen epoch id|'', seen count, fresh epoch id, trust empty (1/0), digest
+# Returns {1, root, epoch, n} granted, {0, delay_ms, epoch, n} denied,
+# or {2, root} when the digest is a refreshed token of another root.
 _RESERVE = (
-    _PREAMBLE.replace("RESOLVE", "true")
+    _PREAMBLE
     + """
-local limit = tonumber(ARGV[4])
-local period = tonumber(ARGV[5])
-local lease = tonumber(ARGV[6])
-redis.call('ZREMRANGEBYSCORE', bucket, '-inf', now)
-local hold = tonumber(redis.call('GET', holdkey) or '0')
-if hold > now then
-  return {0, hold - now}
+if ARGV[2] == '1' then
+  local root = redis.call('GET', KEYS[2])
+  if root and root ~= ARGV[11] then return {2, root} end
 end
-local out = redis.call('ZRANGE', bucket, 0, -1, 'WITHSCORES')
+if redis.call('ZSCORE', KEYS[5], ARGV[6]) then
+  return {0, 1, '', 0}  -- discarded before it arrived: its caller is gone
+end
+local limit = tonumber(ARGV[3])
+local period = tonumber(ARGV[4])
+local id, n, spent = epoch(KEYS[1], ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10], period)
+if spent > now then
+  return {0, spent - now, id, n}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local hold = tonumber(redis.call('GET', KEYS[4]) or '0')
+if hold > now then
+  return {0, hold - now, id, n}
+end
+local out = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
 if #out / 2 < limit then
-  redis.call('ZADD', bucket, now + lease + period, 'i:' .. ARGV[7])
-  keep(bucket)
-  return {1, root}
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]) + period, 'i:' .. ARGV[6])
+  keep(KEYS[3])
+  return {1, ARGV[11], id, n}
 end
 local soonest = nil
 for i = 1, #out, 2 do
@@ -91,50 +170,53 @@ for i = 1, #out, 2 do
   end
   if soonest == nil or at < soonest then soonest = at end
 end
-return {0, math.max(soonest - now, 1)}
+return {0, math.max(soonest - now, 1), id, n}
 """
 )
 
-# ARGV: prefix, now|'', root, sent (1/0), period_ms, hold_ms (0 for none), reservation id
+# KEYS: epoch, bucket, hold (of the root)
+# ARGV: now|'', sent (1/0), period_ms, hold_ms (0 for none), reservation,
+#       seen epoch id|'', seen count, fresh epoch id, trust empty (1/0), max hold ms
+# Returns {epoch, n}.
 _RELEASE = (
-    _PREAMBLE.replace("RESOLVE", "false")
+    _PREAMBLE
     + """
-if tonumber(ARGV[6]) > 0 then
-  local until_ = now + tonumber(ARGV[6])
-  local hold = tonumber(redis.call('GET', holdkey) or '0')
-  if until_ > hold then
-    redis.call('SET', holdkey, until_, 'PX', math.ceil(until_ - now) + 1000)
+local period = tonumber(ARGV[3])
+local id, n = epoch(KEYS[1], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9], period)
+local hold = math.min(math.max(tonumber(ARGV[4]) or 0, 0), tonumber(ARGV[10]))
+if hold > 0 then
+  local until_ = now + math.ceil(hold)
+  if until_ > tonumber(redis.call('GET', KEYS[3]) or '0') then
+    redis.call('SET', KEYS[3], until_, 'PX', math.ceil(hold) + 1000)
   end
 end
-redis.call('ZREM', bucket, 'i:' .. ARGV[7])
-if ARGV[4] == '1' then
+redis.call('ZREM', KEYS[2], 'i:' .. ARGV[5])
+if ARGV[2] == '1' then
   -- Even if the lease ran out and the reservation is gone, the server has
   -- just counted this request: it cools for a period all the same.
-  redis.call('ZADD', bucket, now + tonumber(ARGV[5]), 'c:' .. ARGV[7])
+  redis.call('ZADD', KEYS[2], now + period, 'c:' .. ARGV[5])
 end
-keep(bucket)
-return 1
+keep(KEYS[2])
+return {id, n}
 """
 )
 
-# ARGV: prefix, now|'', token, reservation id
+# KEYS: alias, bucket, tombstones
+# ARGV: now|'', resolve (1/0), reservation, tombstone_ms, digest
+# Returns {1} done, or {2, root} when the digest is a refreshed token.
 _DISCARD = (
-    _PREAMBLE.replace("RESOLVE", "true")
+    _PREAMBLE
     + """
-redis.call('ZREM', bucket, 'i:' .. ARGV[4])
-keep(bucket)
-return 1
-"""
-)
-
-# ARGV: prefix, now|'', token (existing), ttl_ms, alias
-_LINK = (
-    _PREAMBLE.replace("RESOLVE", "true")
-    + """
-if ARGV[5] ~= root then
-  redis.call('SET', prefix .. 'a:' .. ARGV[5], root, 'PX', tonumber(ARGV[4]))
+if ARGV[2] == '1' then
+  local root = redis.call('GET', KEYS[1])
+  if root and root ~= ARGV[5] then return {2, root} end
 end
-return 1
+redis.call('ZREM', KEYS[2], 'i:' .. ARGV[3])
+keep(KEYS[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[3])
+keep(KEYS[3])
+return {1}
 """
 )
 
@@ -145,85 +227,277 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _ms(seconds: float) -> int:
-    return max(0, round(seconds * 1000))
+def _ms(seconds: float, cap: int = _MAX_MS) -> int:
+    """Whole milliseconds, clamped to ``0..cap`` (NaN is 0): never an overflow in Redis."""
+    if not seconds > 0:  # negative, zero or NaN
+        return 0
+    return min(round(seconds * 1000), cap) if math.isfinite(seconds) else cap
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _failed(operation: str, exc: Exception) -> LimiterUnavailableError:
+    # The type only: redis-py's messages hold nothing secret (keys are digests),
+    # but they do hold addresses, and the type is what a reader of a 503 needs.
+    return LimiterUnavailableError(f"Redis failed during {operation} ({type(exc).__name__})")
+
+
+def _unexpected(operation: str) -> LimiterUnavailableError:
+    return LimiterUnavailableError(f"Redis answered {operation} with an unexpected reply")
+
+
+def _client_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """The supported asyncio clients, and the pipelines that look like them."""
+    clients: list[type] = []
+    pipelines: list[type] = []
+    try:
+        from redis.asyncio import Redis, RedisCluster  # noqa: PLC0415 - an optional extra
+        from redis.asyncio.client import Pipeline  # noqa: PLC0415
+        from redis.asyncio.cluster import ClusterPipeline  # noqa: PLC0415
+    except ImportError:
+        pass
+    else:
+        clients += [Redis, RedisCluster]
+        pipelines += [Pipeline, ClusterPipeline]
+    try:
+        # valkey-py, optional; mypy may not find it installed.
+        from valkey.asyncio import (  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
+            Valkey,
+            ValkeyCluster,
+        )
+        from valkey.asyncio.client import (  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
+            Pipeline as VPipeline,
+        )
+        from valkey.asyncio.cluster import (  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
+            ClusterPipeline as VClusterPipeline,
+        )
+    except ImportError:
+        pass
+    else:
+        clients += [Valkey, ValkeyCluster]
+        pipelines += [VPipeline, VClusterPipeline]
+    return tuple(clients), tuple(pipelines)
+
+
+def _check_client(redis: object) -> None:
+    clients, pipelines = _client_types()
+    name = f"{type(redis).__module__}.{type(redis).__qualname__}"
+    if not clients:
+        raise ConfigurationError('RedisStore needs redis-py: pip install "idme-passback[redis]"')
+    if isinstance(redis, pipelines):
+        raise ConfigurationError(f"RedisStore needs a client, not a pipeline ({name})")
+    if not isinstance(redis, clients):
+        raise ConfigurationError(
+            "RedisStore needs an asyncio client: redis.asyncio.Redis or "
+            f"redis.asyncio.cluster.RedisCluster (or valkey-py's), got {name}"
+        )
 
 
 class RedisStore:
-    """A :class:`~idme_passback.limiter.LimiterStore` shared through a Redis server.
+    """A :class:`~idme_passback.LimiterStore` shared through Redis, Redis Cluster or Valkey.
 
     Args:
-        redis: a ``redis.asyncio.Redis`` client (its ``decode_responses``
-            setting does not matter).
-        prefix: the prefix of every key this store writes.
+        redis: a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``
+            client, or valkey-py's ``Valkey`` or ``ValkeyCluster`` (their
+            ``decode_responses`` setting does not matter).
+        prefix: the prefix of every key this store writes (no ``{`` or ``}``:
+            the store chooses the hash tags).
         lease: seconds a reservation may stay unsettled before it is
             presumed dead (its process crashed); keep it above the longest
             call deadline.
+        assume_fresh: trust a group of documents that has no epoch yet as
+            never used, instead of pausing it for one period. Only where
+            that is certain: a brand-new Redis or prefix, tests. A reset
+            that a running process has seen is detected all the same.
         clock: for tests only: read this clock instead of the server's ``TIME``.
+
+    Raises:
+        ConfigurationError: for a client of another kind (a synchronous
+            client, a pipeline), or a prefix with a brace in it.
+
+    Every Redis failure is raised as :class:`~idme_passback.LimiterUnavailableError`.
     """
 
-    __slots__ = ("_clock", "_lease", "_prefix", "_redis", "_scripts")
+    __slots__ = ("_clock", "_epochs", "_fresh", "_lease", "_prefix", "_redis", "_scripts")
 
     def __init__(
         self,
-        redis: Any,
+        redis: object,
         *,
         prefix: str = "idme-passback:",
         lease: float = DEFAULT_LEASE,
+        assume_fresh: bool = False,
         clock: Clock | None = None,
     ) -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._lease = lease
-        self._clock = clock
-        self._scripts = {
-            name: redis.register_script(body)
-            for name, body in (
-                ("reserve", _RESERVE),
-                ("release", _RELEASE),
-                ("discard", _DISCARD),
-                ("link", _LINK),
+        _check_client(redis)
+        if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
+            raise ConfigurationError(
+                "prefix must be a str without '{' or '}' (the store chooses the hash tags)"
             )
+        if not (isinstance(lease, int | float) and math.isfinite(lease) and lease > 0):
+            raise ConfigurationError(f"lease must be a positive number of seconds, got {lease!r}")
+        self._redis = cast("Any", redis)
+        self._prefix = prefix
+        self._lease = float(lease)
+        self._fresh = "1" if assume_fresh else "0"
+        self._clock = clock
+        # Per group: the epoch id and the highest write count this store has seen.
+        self._epochs: dict[str, tuple[str, int]] = {}
+        self._scripts = {
+            name: self._redis.register_script(body)
+            for name, body in (("reserve", _RESERVE), ("release", _RELEASE), ("discard", _DISCARD))
         }
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self._prefix!r})"
 
     def _now(self) -> str:
-        return "" if self._clock is None else str(_ms(self._clock.now()))
+        return "" if self._clock is None else str(round(self._clock.now() * 1000))
 
-    async def _run(self, name: str, *args: object) -> Any:
-        return await self._scripts[name](keys=[], args=[self._prefix, self._now(), *args])
+    def _key(self, kind: str, digest: str) -> str:
+        return f"{self._prefix}{{{digest[:_TAG_DIGITS]}}}:{kind}:{digest}"
+
+    def _epoch_key(self, digest: str) -> str:
+        return f"{self._prefix}{{{digest[:_TAG_DIGITS]}}}:e"
+
+    def _epoch_args(self, digest: str) -> list[object]:
+        seen_id, seen_n = self._epochs.get(digest[:_TAG_DIGITS], ("", 0))
+        return [seen_id, seen_n, secrets.token_hex(8), self._fresh]
+
+    def _saw(self, digest: str, epoch: object, count: object) -> None:
+        epoch_id, n = _text(epoch), int(_text(count))
+        if not epoch_id:
+            return
+        group = digest[:_TAG_DIGITS]
+        seen = self._epochs.get(group)
+        if seen is None or seen[0] != epoch_id or seen[1] < n:
+            self._epochs[group] = (epoch_id, n)
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> list[Any]:
+        """Run one script; every failure leaves as a :class:`LimiterUnavailableError`."""
+        try:
+            reply = await self._scripts[name](keys=list(keys), args=[self._now(), *args])
+        except PassbackError:
+            raise
+        except Exception as exc:
+            raise _failed(name, exc) from exc
+        if not isinstance(reply, list) or not reply:
+            raise _unexpected(name)
+        return reply
+
+    async def _reserve(
+        self, digest: str, resolve: bool, reservation: str, limit: int, period: float
+    ) -> list[Any]:
+        keys = [
+            self._epoch_key(digest),
+            self._key("a", digest),
+            self._key("b", digest),
+            self._key("h", digest),
+            self._key("x", digest),
+        ]
+        args = [
+            1 if resolve else 0,
+            limit,
+            _ms(period),
+            _ms(self._lease),
+            reservation,
+            *self._epoch_args(digest),
+            digest,
+        ]
+        return await self._run("reserve", keys, args)
 
     async def reserve(
         self, token: str, *, reservation: str, limit: int, period: float
     ) -> Grant | Denied:
-        """Take a token of ``token``'s document, or say how long at least to wait."""
-        granted, value = await self._run(
-            "reserve", _digest(token), limit, _ms(period), _ms(self._lease), reservation
-        )
-        if int(granted) == 1:
-            root = value.decode() if isinstance(value, bytes) else str(value)
-            return Grant(root, reservation)
-        return Denied(int(value) / 1000.0)
+        """Take a token of ``token``'s document under ``reservation``, or say how long to wait.
+
+        Raises:
+            LimiterUnavailableError: Redis failed or answered nonsense.
+        """
+        digest = _digest(token)
+        reply = await self._reserve(digest, True, reservation, limit, period)
+        try:
+            if int(reply[0]) == 2:
+                digest = _text(reply[1])
+                reply = await self._reserve(digest, False, reservation, limit, period)
+            code, value, epoch, count = reply
+            self._saw(digest, epoch, count)
+            if int(code) == 1:
+                return Grant(_text(value), reservation)
+            return Denied(int(value) / 1000.0)
+        except (ValueError, TypeError) as exc:
+            raise LimiterUnavailableError(
+                "Redis answered reserve with an unexpected reply"
+            ) from exc
 
     async def release(
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
     ) -> None:
-        """Settle a grant (and, with ``hold``, pause its document) in one round trip."""
-        await self._run(
-            "release",
-            grant.key,
+        """Settle a grant (and, with ``hold``, pause its document) in one round trip.
+
+        A ``hold`` is clamped to a day: a hostile Retry-After cannot overflow Redis.
+
+        Raises:
+            LimiterUnavailableError: Redis failed.
+        """
+        digest = grant.key
+        keys = [self._epoch_key(digest), self._key("b", digest), self._key("h", digest)]
+        args = [
             1 if sent else 0,
             _ms(period),
-            _ms(hold) if hold else 0,
+            0 if hold is None else _ms(hold, _MAX_HOLD_MS),
             grant.reservation,
-        )
+            *self._epoch_args(digest),
+            _MAX_HOLD_MS,
+        ]
+        reply = await self._run("release", keys, args)
+        try:
+            self._saw(digest, *reply)
+        except (ValueError, TypeError) as exc:
+            raise LimiterUnavailableError(
+                "Redis answered release with an unexpected reply"
+            ) from exc
 
     async def discard(self, token: str, *, reservation: str) -> None:
-        """Free the reservation ``reservation`` of ``token``'s document, if it was made."""
-        await self._run("discard", _digest(token), reservation)
+        """Free the reservation ``reservation`` of ``token``'s document, if it was made.
+
+        If the reservation has not reached Redis yet, it never takes effect.
+
+        Raises:
+            LimiterUnavailableError: Redis failed.
+        """
+        digest = _digest(token)
+        resolve = True
+        for _ in range(2):
+            keys = [self._key("a", digest), self._key("b", digest), self._key("x", digest)]
+            args = [1 if resolve else 0, reservation, _ms(_TOMBSTONE), digest]
+            reply = await self._run("discard", keys, args)
+            if _text(reply[0]) != "2":
+                return
+            digest, resolve = _text(reply[1]), False
 
     async def link(self, alias: str, token: str, ttl: float) -> None:
-        """Make ``alias`` share ``token``'s budget for ``ttl`` seconds."""
-        await self._run("link", _digest(token), _ms(ttl), _digest(alias))
+        """Make ``alias`` share ``token``'s budget for ``ttl`` seconds.
+
+        Raises:
+            LimiterUnavailableError: Redis failed.
+        """
+        alias_digest, digest = _digest(alias), _digest(token)
+        if alias_digest == digest:
+            return
+        try:
+            # Two slots in a cluster: the token's link (if it was refreshed
+            # itself), then the alias's. Links are written once, so two steps
+            # are as good as one.
+            root = await self._redis.get(self._key("a", digest))
+            root = digest if root is None else _text(root)
+            if root != alias_digest:
+                await self._redis.set(self._key("a", alias_digest), root, px=max(_ms(ttl), 1))
+        except PassbackError:
+            raise
+        except Exception as exc:
+            raise LimiterUnavailableError(
+                f"Redis failed during link ({type(exc).__name__})"
+            ) from exc
