@@ -62,7 +62,7 @@ _RETRY_GAP = 0.5
 #: The longest a caller waits, shielded, for clean-up (a release, a discard):
 #: past it the clean-up is kept and retried, so a stalled store cannot hold
 #: a cancelled or finished caller for the whole store timeout.
-_CLEANUP_TIMEOUT = 1.0
+_CLEANUP_TIMEOUT = 0.5
 
 
 class _Waiter:

@@ -231,7 +231,7 @@ def _ms(seconds: float, cap: int = _MAX_MS) -> int:
     """Whole milliseconds, clamped to ``0..cap`` (NaN is 0): never an overflow in Redis."""
     if not seconds > 0:  # negative, zero or NaN
         return 0
-    return min(round(seconds * 1000), cap) if math.isfinite(seconds) else cap
+    return round(min(seconds * 1000, cap))
 
 
 def _text(value: object) -> str:
