@@ -23,14 +23,17 @@ from .bulk import BulkResults, DocumentRequest, FetchResult, Progress
 from .client import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, ENVIRONMENTS, PassbackClient
 from .clock import Clock, MonotonicClock
 from .errors import (
+    AccessDeniedError,
     APIStatusError,
     AuthenticationError,
+    AuthorizationError,
     BadRequestError,
     ConfigurationError,
     DeadlineExceededError,
     DocumentTokensMissingError,
     GoneError,
     IncompleteBodyError,
+    InvalidGrantError,
     InvalidSizeError,
     InvalidTokenError,
     LimiterTimeoutError,
@@ -38,6 +41,7 @@ from .errors import (
     MalformedResponseError,
     NotAnImageError,
     NotFoundError,
+    OAuthError,
     PassbackConnectionError,
     PassbackError,
     PassbackTimeoutError,
@@ -45,11 +49,14 @@ from .errors import (
     RateLimitError,
     ResponseError,
     ServerError,
+    StateMismatchError,
+    TokenVerificationError,
     TransportError,
     UnprocessableEntityError,
 )
 from .limiter import Permit, RateLimiter
 from .models import Attribute, Attributes, DocumentImage, DocumentTokens, StatusEntry
+from .oauth import AuthorizationRequest, OAuthClient, TokenSet
 from .redis_store import RedisStore
 from .retry import RetryPolicy, parse_retry_after
 from .sizing import MAX_DIMENSION, MIN_DIMENSION, Size, delivered_size, parse_size
@@ -62,9 +69,12 @@ __all__ = [
     "MAX_DIMENSION",
     "MIN_DIMENSION",
     "APIStatusError",
+    "AccessDeniedError",
     "Attribute",
     "Attributes",
     "AuthenticationError",
+    "AuthorizationError",
+    "AuthorizationRequest",
     "BadRequestError",
     "BulkResults",
     "Clock",
@@ -79,6 +89,7 @@ __all__ = [
     "GoneError",
     "Grant",
     "IncompleteBodyError",
+    "InvalidGrantError",
     "InvalidSizeError",
     "InvalidTokenError",
     "LimiterStore",
@@ -89,6 +100,8 @@ __all__ = [
     "MonotonicClock",
     "NotAnImageError",
     "NotFoundError",
+    "OAuthClient",
+    "OAuthError",
     "PassbackClient",
     "PassbackConnectionError",
     "PassbackError",
@@ -103,7 +116,10 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "Size",
+    "StateMismatchError",
     "StatusEntry",
+    "TokenSet",
+    "TokenVerificationError",
     "TransportError",
     "UnprocessableEntityError",
     "__version__",

@@ -6,13 +6,20 @@ shortened (``d9ec9c…``) and attribute values not at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 import attrs
 
-from ._tokens import shorten
-from .errors import DocumentTokensMissingError, MalformedResponseError
+from ._tokens import scrub, shorten
+from .errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    DocumentTokensMissingError,
+    MalformedResponseError,
+    PermissionDeniedError,
+)
 from .sizing import Size
 
 __all__ = [
@@ -37,23 +44,29 @@ class DocumentTokens:
 
     They are unique per attributes call: store them at once if they are
     needed later (or use :meth:`PassbackClient.refresh_document_token`).
+    ``back`` is ``None`` for a document with one side only (a passport).
     """
 
     front: str
-    back: str
+    back: str | None = None
 
     def __iter__(self) -> Iterator[str]:
-        """Yield the front token, then the back token."""
+        """Yield each token there is: the front, then the back if the document has one."""
         yield self.front
-        yield self.back
+        if self.back is not None:
+            yield self.back
 
     def __repr__(self) -> str:
-        return f"DocumentTokens(front={shorten(self.front)!r}, back={shorten(self.back)!r})"
+        back = None if self.back is None else shorten(self.back)
+        return f"DocumentTokens(front={shorten(self.front)!r}, back={back!r})"
 
 
 @attrs.frozen(repr=False)
 class Attribute:
-    """One attribute of the payload: ``handle``, human ``name`` and a JSON ``value``."""
+    """One attribute of the payload: ``handle``, human ``name`` and a JSON ``value``.
+
+    ``name`` is ``""`` when the payload gives none (ID.me's sandbox omits it).
+    """
 
     handle: str
     name: str
@@ -65,7 +78,11 @@ class Attribute:
 
 @attrs.frozen
 class StatusEntry:
-    """One entry of the status list, for example ``identity`` verified at ``IAL2``."""
+    """One entry of the status list, for example ``identity`` verified at ``IAL2``.
+
+    ``subgroups`` is ``None`` when the payload gives none, and a one-item
+    tuple when it gives a singular ``subgroup`` string.
+    """
 
     group: str
     subgroups: tuple[str, ...] | None
@@ -109,12 +126,13 @@ class Attributes(Mapping[str, Attribute]):
 
     @property
     def document_tokens(self) -> DocumentTokens:
-        """The front and back document tokens.
+        """The front and back document tokens (``back`` is ``None`` for a one-sided document).
 
         Raises:
             DocumentTokensMissingError: when the payload has none (Document
                 Passback not enabled on the consumer, or no document verified).
-            MalformedResponseError: when the attribute is not ``{front, back}`` strings.
+            MalformedResponseError: when the attribute is not an object with a
+                non-empty ``front`` string and a string, null or missing ``back``.
         """
         try:
             value = self[DOCUMENT_TOKENS_HANDLE].value
@@ -126,11 +144,12 @@ class Attributes(Mapping[str, Attribute]):
         if not isinstance(value, Mapping):
             raise MalformedResponseError("'document_tokens' is not an object")
         front, back = value.get("front"), value.get("back")
-        if not isinstance(front, str) or not isinstance(back, str) or not front or not back:
-            raise MalformedResponseError(
-                "'document_tokens' must hold non-empty 'front' and 'back' strings"
-            )
-        return DocumentTokens(front, back)
+        if not isinstance(front, str) or not front:
+            raise MalformedResponseError("'document_tokens' must hold a non-empty 'front' string")
+        if back is not None and not isinstance(back, str):
+            raise MalformedResponseError("'document_tokens' has a 'back' that is not a string")
+        # A passport has one side: ID.me sends the back as null, "" or not at all.
+        return DocumentTokens(front, back or None)
 
     def __repr__(self) -> str:
         handles = ", ".join(self)
@@ -140,11 +159,15 @@ class Attributes(Mapping[str, Attribute]):
 def _status_entry(item: object) -> StatusEntry:
     if not isinstance(item, Mapping):
         raise MalformedResponseError("a status entry is not an object")
-    group, subgroups, verified = item.get("group"), item.get("subgroups"), item.get("verified")
+    group, verified = item.get("group"), item.get("verified")
     if not isinstance(group, str) or not isinstance(verified, bool):
         raise MalformedResponseError(
             "a status entry needs a string 'group' and a boolean 'verified'"
         )
+    # One third-party spec shows a singular "subgroup" string: kept as a one-item tuple.
+    subgroups = item["subgroups"] if "subgroups" in item else item.get("subgroup")
+    if isinstance(subgroups, str):
+        subgroups = [subgroups]
     if subgroups is not None and (
         not isinstance(subgroups, list) or not all(isinstance(s, str) for s in subgroups)
     ):
@@ -163,18 +186,30 @@ def _attribute(item: object) -> Attribute:
     return Attribute(handle, name or "", item.get("value"))
 
 
-def parse_attributes(payload: object) -> Attributes:
+def parse_attributes(payload: object, *, secrets: Iterable[str] = ()) -> Attributes:
     """Build :class:`Attributes` from a decoded v3 attributes payload.
 
+    Strict where it matters: a payload with a top-level ``error`` is the
+    server's refusal, never empty attributes, and one without an
+    ``attributes`` list is malformed. Lenient where ID.me is: attributes
+    without ``name``, an empty or null status, empty or singular sub-groups.
+    ``secrets`` are scrubbed from the server's words before an error keeps them.
+
     Raises:
+        AuthenticationError: the payload is an ``invalid_token`` error (status 401).
+        APIStatusError: the payload is another error (``PermissionDeniedError``
+            for ``insufficient_scope``, ``BadRequestError`` for ``invalid_request``).
         MalformedResponseError: when the payload is not the documented shape.
     """
     if not isinstance(payload, Mapping):
         raise MalformedResponseError("the attributes payload is not a JSON object")
-    attributes = payload.get("attributes", [])
-    status = payload.get("status", [])
+    if payload.get("error") is not None:
+        raise _refusal(payload, tuple(secrets))
+    attributes = payload.get("attributes")
     if not isinstance(attributes, list):
-        raise MalformedResponseError("'attributes' is not a list")
+        found = "no" if attributes is None else f"a {type(attributes).__name__} for its"
+        raise MalformedResponseError(f"the attributes payload has {found} 'attributes' list")
+    status = payload.get("status", [])
     if status is None:
         status = []
     if not isinstance(status, list):
@@ -184,6 +219,33 @@ def parse_attributes(payload: object) -> Attributes:
         tuple(_status_entry(item) for item in status),
         payload,
     )
+
+
+# The OAuth bearer-token error codes (RFC 6750, section 3.1) and the status each implies.
+_REFUSALS: dict[str, tuple[type[APIStatusError], int]] = {
+    "invalid_token": (AuthenticationError, 401),
+    "insufficient_scope": (PermissionDeniedError, 403),
+    "invalid_request": (BadRequestError, 400),
+}
+_WORDS_CHARS = 200
+
+
+def _words(value: object, secrets: tuple[str, ...]) -> str | None:
+    """The server's own words, scrubbed, printable and short; ``None`` if not a string."""
+    if not isinstance(value, str):
+        return None
+    text = "".join(c if c.isprintable() else " " for c in scrub(value, secrets))
+    return " ".join(text.split())[:_WORDS_CHARS]
+
+
+def _refusal(payload: Mapping[str, JSONValue], secrets: tuple[str, ...]) -> APIStatusError:
+    error = _words(payload.get("error"), secrets) or "unknown_error"
+    description = _words(payload.get("error_description"), secrets)
+    cls, status = _REFUSALS.get(error, (APIStatusError, 200))
+    message = f"the attributes endpoint answered 200 with an error: {error}"
+    if description:
+        message += f" ({description})"
+    return cls(message, status_code=status, error=error, error_description=description)
 
 
 @attrs.frozen(repr=False)

@@ -42,6 +42,7 @@ from urllib.parse import parse_qs
 import attrs
 
 from ..clock import Clock, MonotonicClock
+from ._idme import FakeIdMe, IdMeAnswer
 from ._images import ImageFormat, content_type, render_card
 from ._ratelimit import ALGORITHMS, Algorithm, Budget, make_budget, max_in_window
 from ._sizes import BadSize, Box, fit_inside, read_size
@@ -60,8 +61,10 @@ Message: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
 
-#: Which endpoint a request hit.
-Endpoint: TypeAlias = Literal["attributes", "document", "refresh"]
+#: Which endpoint a request hit (the last four are the OAuth and OpenID Connect side).
+Endpoint: TypeAlias = Literal[
+    "attributes", "document", "refresh", "authorize", "token", "discovery", "jwks"
+]
 #: One forced answer: an HTTP status (200 is the normal answer, 429 a rate-limit
 #: answer), ``"ok"`` (same as 200), ``"cut"`` (half the body under a full
 #: Content-Length), ``"non_image"`` (a 200 HTML page) or ``"empty"`` (a 200
@@ -206,6 +209,11 @@ class FakePassbackServer:
         image_bytes: serve exactly these bytes for every document and size.
         document_tokens_enabled: ``False`` leaves ``document_tokens`` out of
             the attributes payload (the feature is off on the consumer).
+        idme: the OAuth/OIDC side and the attributes answer's shape (a
+            :class:`FakeIdMe`; one with its defaults when omitted). It runs on
+            this server's clock. Access tokens it issues are single-use and
+            last 300 s; ``access_token`` and :meth:`issue_access_token` keep
+            following ``single_use_access_tokens``.
 
     Raises:
         ValueError: for a bad limit, period, algorithm, format or rate.
@@ -232,6 +240,7 @@ class FakePassbackServer:
         single_use_access_tokens: bool = False,
         image_bytes: bytes | None = None,
         document_tokens_enabled: bool = True,
+        idme: FakeIdMe | None = None,
     ) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
@@ -266,6 +275,9 @@ class FakePassbackServer:
         self.single_use_access_tokens = single_use_access_tokens
         self.image_bytes = image_bytes
         self.document_tokens_enabled = document_tokens_enabled
+        #: The OAuth/OIDC side: login, tokens, keys, and the attributes answer's shape.
+        self.idme = idme if idme is not None else FakeIdMe()
+        self.idme.bind(self.clock)
         #: Every request answered so far, oldest first.
         self.requests: list[RequestRecord] = []
 
@@ -286,6 +298,16 @@ class FakePassbackServer:
             f"algorithm={self.algorithm!r}, documents={len(self._documents)}, "
             f"requests={len(self.requests)})"
         )
+
+    @property
+    def client_id(self) -> str:
+        """The OAuth client id the fake ID.me accepts."""
+        return self.idme.client_id
+
+    @property
+    def client_secret(self) -> str | None:
+        """The OAuth client secret the fake ID.me accepts."""
+        return self.idme.client_secret
 
     # ------------------------------------------------------------------ helpers for tests
 
@@ -454,11 +476,13 @@ class FakePassbackServer:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1000})
             return
+        body = bytearray()
         while True:
             message = await receive()
+            body += message.get("body", b"")
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
-        reply = await self._handle(scope)
+        reply = await self._handle(scope, bytes(body))
         await self._send(reply, send)
 
     @staticmethod
@@ -486,7 +510,7 @@ class FakePassbackServer:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _handle(self, scope: Scope) -> _Reply:
+    async def _handle(self, scope: Scope, body: bytes = b"") -> _Reply:
         now = self.clock.now()
         method: str = scope["method"]
         path: str = scope["path"]
@@ -499,15 +523,25 @@ class FakePassbackServer:
         }
         base = RequestRecord(method=method, path=path, endpoint=None, status=404, time=now)
 
+        # Issuer and endpoint URLs follow the Host the client used (ASGI or loopback).
+        origin = f"{scope.get('scheme', 'http')}://{headers.get('host', 'fake')}/"
+        if path.startswith(("/oauth/", "/oidc/")):
+            found = self.idme.handle(
+                method, path, query=query, headers=headers, body=body, base=origin
+            )
+            if found is not None:
+                endpoint, answer = found
+                return self._finish(attrs.evolve(base, endpoint=endpoint), _reply(answer))
         if path == _PREFIX + "attributes.json":
-            return self._attributes(base, method, query, headers)
+            return self._attributes(base, method, query, headers, origin)
         documents = _PREFIX + "documents/"
         rest = path[len(documents) :] if path.startswith(documents) else ""
         if rest.startswith("refresh/") and "/" not in rest[len("refresh/") :]:
             return self._refresh(base, method, rest[len("refresh/") :], query)
         if rest and "/" not in rest:
             return await self._document(base, method, rest, query)
-        return self._finish(base, _error(404, "not_found", "No such endpoint."))
+        # ID.me answers an unknown path with an HTML page, not JSON.
+        return self._finish(base, _Reply(404, _error_page(404), "text/html; charset=utf-8"))
 
     def _finish(self, record: RequestRecord, reply: _Reply, **changes: Any) -> _Reply:
         self.requests.append(attrs.evolve(record, status=reply.status, **changes))
@@ -519,6 +553,7 @@ class FakePassbackServer:
         method: str,
         query: dict[str, list[str]],
         headers: dict[str, str],
+        origin: str,
     ) -> _Reply:
         record = attrs.evolve(base, endpoint="attributes")
         if method != "GET":
@@ -532,16 +567,9 @@ class FakePassbackServer:
             if scheme.lower() == "bearer" and value.strip():
                 token, via = value.strip(), "header"
         record = attrs.evolve(record, token_via=via)
-        if token is None or token not in self._access_tokens:
-            return self._finish(
-                record, _error(401, "invalid_token", "The access token is invalid or missing.")
-            )
-        if self.single_use_access_tokens:
-            if token in self._used_access_tokens:
-                return self._finish(
-                    record, _error(401, "invalid_token", "The access token has been used.")
-                )
-            self._used_access_tokens.add(token)
+        refused = self._refused(token)
+        if refused is not None:
+            return self._finish(record, _error(401, "invalid_token", refused))
         attributes: list[dict[str, object]] = [
             {"handle": "fname", "name": "First Name", "value": "Jane"},
             {"handle": "lname", "name": "Last Name", "value": "Doe"},
@@ -551,19 +579,33 @@ class FakePassbackServer:
         ]
         if self.document_tokens_enabled:
             front = self.issue_document("front")
-            back = self.issue_document("back")
+            # A one-sided document (a passport) has no back to issue.
+            two_sided = self.idme.document_back == "present"
+            back = self.issue_document("back") if two_sided else None
             attributes.append(
                 {
                     "handle": "document_tokens",
                     "name": "Document Passback Tokens",
-                    "value": {"front": front, "back": back},
+                    "value": self.idme.document_tokens(front, back),
                 }
             )
-        payload = {
-            "attributes": attributes,
-            "status": [{"group": "identity", "subgroups": ["IAL2"], "verified": True}],
-        }
-        return self._finish(record, _json(200, payload))
+        return self._finish(record, _reply(self.idme.attributes(attributes, origin)))
+
+    def _refused(self, token: str | None) -> str | None:
+        """Why the attributes call refuses ``token``; ``None`` when it buys the call."""
+        if token is None:
+            return "The access token is invalid or missing."
+        issued = self.idme.check_access_token(token)
+        if issued != "unknown":
+            words = {"ok": None, "used": "has been used", "expired": "has expired"}[issued]
+            return None if words is None else f"The access token {words}."
+        if token not in self._access_tokens:
+            return "The access token is invalid or missing."
+        if self.single_use_access_tokens:
+            if token in self._used_access_tokens:
+                return "The access token has been used."
+            self._used_access_tokens.add(token)
+        return None
 
     def _authorize(
         self, method: str, token: str, query: dict[str, list[str]]
@@ -693,6 +735,10 @@ class FakePassbackServer:
         if status < 300:
             return _Reply(status, b"", content_type(self.image_format)), None
         return _error(status, "scripted_error", f"Scripted {status} answer."), "error"
+
+
+def _reply(answer: IdMeAnswer) -> _Reply:
+    return _Reply(answer.status, answer.body, answer.content_type, answer.headers)
 
 
 def _method_not_allowed(allowed: str) -> _Reply:

@@ -1,0 +1,213 @@
+"""The OAuth client's edge: its settings checked, one request out, typed errors back.
+
+Kept apart and small so that it can meet the passback client's send path
+later. Nothing is retried here (codes and access tokens are single-use),
+redirects are never followed, bodies are read to a cap, and every outside
+word is scrubbed of the secrets in play before an error keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+
+from ._tokens import scrub
+from .client import ENVIRONMENTS
+from .errors import (
+    APIStatusError,
+    ConfigurationError,
+    InvalidGrantError,
+    MalformedResponseError,
+    OAuthError,
+    PassbackConnectionError,
+    PassbackTimeoutError,
+    RateLimitError,
+    TransportError,
+    status_error_class,
+)
+from .retry import parse_retry_after
+
+__all__ = [
+    "base_url",
+    "json_object",
+    "redirect_uri",
+    "scopes",
+    "send",
+    "status_error",
+    "words",
+]
+
+_MAX_BODY = 64 * 1024
+_WORDS_CHARS = 200
+
+
+def words(value: object, hidden: Iterable[str]) -> str | None:
+    """Outside words (a redirect's or a server's), scrubbed, printable and short."""
+    if not isinstance(value, str):
+        return None
+    text = "".join(c if c.isprintable() else " " for c in scrub(value, hidden))
+    return " ".join(text.split())[:_WORDS_CHARS] or None
+
+
+def base_url(environment: str, given: str | httpx.URL | None, insecure_ok: bool) -> str:
+    """Return the base URL to use, ending in ``/``.
+
+    Raises:
+        ConfigurationError: an unknown environment, a URL that is not absolute
+            http(s), or plain http to a non-loopback host without ``insecure_ok``.
+    """
+    if given is None:
+        if environment not in ENVIRONMENTS:
+            raise ConfigurationError(
+                f"environment must be one of {sorted(ENVIRONMENTS)}, got {environment!r}"
+            )
+        return ENVIRONMENTS[environment]
+    url = _url(str(given), "base_url")
+    if url.scheme not in ("http", "https") or not url.host or url.query or url.fragment:
+        raise ConfigurationError("base_url must be an absolute http(s) URL without query")
+    if url.scheme == "http" and not insecure_ok and not _is_loopback(url.host):
+        raise ConfigurationError(
+            "refusing plain http:// to a non-loopback host: the client secret and the "
+            "codes would travel in clear text; use https://, or pass allow_insecure_http=True"
+        )
+    text = str(url)
+    return text if text.endswith("/") else text + "/"
+
+
+def redirect_uri(value: object) -> str:
+    """Return ``value`` if it is a safe callback URL.
+
+    Raises:
+        ConfigurationError: not an absolute ``https://`` URL (``http://`` only on
+            loopback), or one with a fragment.
+    """
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError("redirect_uri must be the callback URL registered with ID.me")
+    url = _url(value, "redirect_uri")
+    secure = url.scheme == "https" or (url.scheme == "http" and _is_loopback(url.host))
+    if not secure or not url.host or url.fragment:
+        raise ConfigurationError(
+            "redirect_uri must be an absolute https:// URL (or http:// on loopback) "
+            "without a fragment"
+        )
+    return value
+
+
+def _url(text: str, option: str) -> httpx.URL:
+    try:
+        return httpx.URL(text)
+    except httpx.InvalidURL:
+        raise ConfigurationError(f"{option} is not a valid URL") from None
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "127.0.0.1", "::1", "[::1]") or host.endswith(".localhost")
+
+
+def scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """Return the scopes as a tuple.
+
+    Raises:
+        ConfigurationError: none, a bare string, or one with whitespace or empty.
+    """
+    if isinstance(scopes, str):
+        raise ConfigurationError("scopes must be a list of strings, not one string")
+    wanted = tuple(scopes)
+    if not wanted:
+        raise ConfigurationError("ask for at least one scope")
+    for scope in wanted:
+        if not isinstance(scope, str) or not scope or scope.split() != [scope]:
+            raise ConfigurationError("each scope must be a non-empty string without whitespace")
+    return wanted
+
+
+async def send(
+    http: httpx.AsyncClient, request: httpx.Request, hidden: tuple[str, ...], what: str
+) -> tuple[httpx.Response, bytes]:
+    """Send once, never following a redirect; return the response and its (capped) body.
+
+    Raises:
+        TransportError: the exchange failed, with no foreign exception attached.
+    """
+    failure: TransportError | None = None
+    body = bytearray()
+    try:
+        response = await http.send(request, stream=True, follow_redirects=False)
+        try:
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > _MAX_BODY:
+                    break
+        finally:
+            await response.aclose()
+    except httpx.HTTPError as exc:
+        failure = translate(exc, hidden, what)
+    if failure is not None:
+        # Raised outside the handler, so no httpx error (and its request) rides along.
+        raise failure
+    return response, bytes(body[:_MAX_BODY])
+
+
+def translate(exc: httpx.HTTPError, hidden: Iterable[str], what: str) -> TransportError:
+    detail = words(str(exc), hidden) or "no detail"
+    # These fail before a byte of the request leaves: calling again is safe.
+    unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    name = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return PassbackTimeoutError(f"the {what} timed out ({name}: {detail})", sent=not unsent)
+    return PassbackConnectionError(
+        f"the {what} failed on the wire ({name}: {detail})", sent=not unsent
+    )
+
+
+def status_error(
+    response: httpx.Response, body: bytes, hidden: tuple[str, ...], what: str
+) -> APIStatusError:
+    status = response.status_code
+    excerpt = words(body.decode("utf-8", "replace"), hidden) or ""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = None
+    error = words(payload.get("error"), hidden) if isinstance(payload, dict) else None
+    description = (
+        words(payload.get("error_description"), hidden) if isinstance(payload, dict) else None
+    )
+    message = f"the {what} was refused: {status} {response.reason_phrase}"
+    if error:
+        message += f", {error}" + (f" ({description})" if description else "")
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return RateLimitError(
+            message,
+            body_excerpt=excerpt,
+            error=error,
+            error_description=description,
+            retry_after=retry_after,
+        )
+    if error and 400 <= status < 500:
+        cls: type[APIStatusError] = InvalidGrantError if error == "invalid_grant" else OAuthError
+    else:
+        cls = status_error_class(status)
+    return cls(
+        message,
+        status_code=status,
+        body_excerpt=excerpt,
+        error=error,
+        error_description=description,
+    )
+
+
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise MalformedResponseError(
+            f"the {what} answered 200 with a body that is not a JSON object"
+        )
+    return value
