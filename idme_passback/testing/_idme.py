@@ -17,11 +17,12 @@ accepted unless ``redirect_uris`` says which.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -33,6 +34,7 @@ from ._idme_keys import FakeKeys
 __all__ = [
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_STATUS",
     "AttributesFormat",
     "DocumentBack",
     "FakeIdMe",
@@ -53,6 +55,10 @@ IdMeEndpoint: TypeAlias = Literal["authorize", "token", "discovery", "jwks"]
 #: How a document's back travels: a token, ``null``, left out, or ``""`` (a passport).
 DocumentBack: TypeAlias = Literal["present", "null", "missing", "empty"]
 
+#: The status list of a person verified at IAL2, as ID.me sends it.
+DEFAULT_STATUS: tuple[dict[str, Any], ...] = (
+    {"group": "identity", "subgroups": ["IAL2"], "verified": True},
+)
 _FORMATS = ("json", "jwt", "jwt_quoted", "jwe", "jwe_quoted")
 _BACKS = ("present", "null", "missing", "empty")
 _GRANT_GONE = "The provided authorization grant is expired or revoked"
@@ -138,7 +144,7 @@ class FakeIdMe:
         single_use_access_tokens: an issued access token buys one attributes call.
         attributes_format: see :data:`AttributesFormat`.
         attribute_names: ``False`` leaves ``name`` out of every attribute.
-        status: the attributes answer's ``status`` list, as sent.
+        status: the attributes answer's ``status`` list, as sent (``None`` sends ``null``).
         document_back: see :data:`DocumentBack`.
     """
 
@@ -158,7 +164,7 @@ class FakeIdMe:
         single_use_access_tokens: bool = True,
         attributes_format: AttributesFormat = "json",
         attribute_names: bool = True,
-        status: list[Any] | None = None,
+        status: Sequence[Any] | None = DEFAULT_STATUS,
         document_back: DocumentBack = "present",
     ) -> None:
         if attributes_format not in _FORMATS:
@@ -177,7 +183,7 @@ class FakeIdMe:
         self.single_use_access_tokens = single_use_access_tokens
         self.attributes_format: AttributesFormat = attributes_format
         self.attribute_names = attribute_names
-        self.status = status
+        self.status = None if status is None else copy.deepcopy(list(status))
         self.document_back: DocumentBack = document_back
         #: The person every login is: the ``sub`` of each id_token.
         self.subject = secrets.token_hex(16)
@@ -231,10 +237,7 @@ class FakeIdMe:
         """The attributes answer in :attr:`attributes_format`."""
         if not self.attribute_names:
             attributes = [{k: v for k, v in a.items() if k != "name"} for a in attributes]
-        status = self.status
-        if status is None:
-            status = [{"group": "identity", "subgroups": ["IAL2"], "verified": True}]
-        payload: dict[str, Any] = {"attributes": attributes, "status": status}
+        payload: dict[str, Any] = {"attributes": attributes, "status": self.status}
         if self.attributes_format == "json":
             return IdMeAnswer(200, json.dumps(payload).encode())
         now = int(self.wall_time())
