@@ -15,8 +15,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from idme_passback import PassbackClient
-from idme_passback.testing import DEFAULT_API_TOKEN, FakePassbackServer
+from idme_passback import OAuthClient, PassbackClient
+from idme_passback.testing import DEFAULT_API_TOKEN, FakeIdMe, FakePassbackServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -44,14 +44,34 @@ def factory(transport: httpx.AsyncBaseTransport) -> Callable[[], PassbackClient]
     return make
 
 
+APP = "https://backend.example"
+
+
+def oauth_factory(fake: FakePassbackServer | None) -> Callable[[], OAuthClient | None]:
+    def make() -> OAuthClient | None:
+        if fake is None:
+            return None
+        return OAuthClient(
+            fake.client_id,
+            fake.client_secret,
+            redirect_uri=APP + "/callback",
+            base_url="http://fake/",
+            transport=httpx.ASGITransport(app=fake),
+        )
+
+    return make
+
+
 class Backend:
     """The example app with its lifespan running (ASGITransport alone does not run it)."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
-        self.app = web_backend.create_app(client_factory=factory(transport))
-        self.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://app"
+    def __init__(
+        self, transport: httpx.AsyncBaseTransport, login_at: FakePassbackServer | None = None
+    ) -> None:
+        self.app = web_backend.create_app(
+            client_factory=factory(transport), oauth_factory=oauth_factory(login_at)
         )
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=APP)
 
     async def __aenter__(self) -> httpx.AsyncClient:
         self._lifespan = self.app.router.lifespan_context(self.app)
@@ -187,3 +207,88 @@ async def test_bulk_download_writes_images_and_a_summary(
     assert "2 downloaded, 2 failed" in capsys.readouterr().out
     text = (out / "summary.json").read_text()
     assert not any(token in text for token in tokens)
+
+
+# -- the login: /login -> ID.me -> /callback, offline against the fake ------------------------
+
+
+async def browse_login(fake: FakePassbackServer, http: httpx.AsyncClient) -> httpx.Response:
+    """A browser's login: /login, ID.me's consent, and back to /callback (cookie and all)."""
+    start = await http.get("/login")
+    assert start.status_code == 302
+    assert start.headers["location"].startswith("http://fake/oauth/authorize?")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fake)) as idme:
+        consent = await idme.get(start.headers["location"])
+    back = httpx.URL(consent.headers["location"])
+    assert str(back.copy_with(query=None)) == APP + "/callback"
+    return await http.get(back.path, params=back.params)
+
+
+@pytest.mark.asyncio
+async def test_login_exchanges_the_code_and_returns_both_images() -> None:
+    fake = FakePassbackServer()
+    async with Backend(httpx.ASGITransport(app=fake), login_at=fake) as http:
+        answer = await browse_login(fake, http)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert {body[side]["media_type"] for side in ("front", "back")} == {"image/jpeg"}
+    assert [r.endpoint for r in fake.requests if r.endpoint != "document"] == [
+        "authorize",
+        "token",
+        "attributes",
+    ]
+    assert fake.count(endpoint="document") == 2
+    # The login cookie is spent, and no secret reached the browser.
+    assert web_backend.LOGIN_COOKIE not in http.cookies
+    assert fake.client_secret not in answer.text
+
+
+@pytest.mark.asyncio
+async def test_a_front_only_document_comes_back_without_a_back() -> None:
+    fake = FakePassbackServer(idme=FakeIdMe(document_back="null"))
+    async with Backend(httpx.ASGITransport(app=fake), login_at=fake) as http:
+        answer = await browse_login(fake, http)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["back"] is None
+    assert fake.count(endpoint="document") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_declined_login_is_a_403_and_a_bad_scope_a_400() -> None:
+    fake = FakePassbackServer(idme=FakeIdMe(authorize_error="access_denied"))
+    async with Backend(httpx.ASGITransport(app=fake), login_at=fake) as http:
+        declined = await browse_login(fake, http)
+        fake.idme.authorize_error = "invalid_scope"
+        scoped = await browse_login(fake, http)
+    assert (declined.status_code, declined.json()["error"]) == (403, "access_denied")
+    assert (scoped.status_code, scoped.json()["error"]) == (400, "invalid_scope")
+    assert fake.count(endpoint="token") == 0
+
+
+@pytest.mark.asyncio
+async def test_a_callback_not_of_this_browsers_login_is_refused() -> None:
+    fake = FakePassbackServer()
+    async with Backend(httpx.ASGITransport(app=fake), login_at=fake) as http:
+        stranger = await http.get("/callback", params={"code": "abc", "state": "forged"})
+        start = await http.get("/login")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fake)) as idme:
+            consent = await idme.get(start.headers["location"])
+        back = httpx.URL(consent.headers["location"])
+        forged = dict(back.params) | {"state": "forged"}
+        mismatch = await http.get("/callback", params=forged)
+        replay = await http.get("/callback", params=back.params)
+    assert stranger.json()["error"] == "no_login"
+    assert mismatch.status_code == 400
+    assert "state" in mismatch.json()["detail"]
+    assert replay.json()["error"] == "no_login"  # the login was used up by the mismatch
+    assert fake.count(endpoint="token") == 0
+
+
+@pytest.mark.asyncio
+async def test_without_oauth_settings_login_is_a_503_and_the_old_route_still_works() -> None:
+    fake = FakePassbackServer()
+    async with Backend(httpx.ASGITransport(app=fake)) as http:
+        login = await http.get("/login")
+        direct = await http.get("/idme/callback", params={"access_token": fake.access_token})
+    assert login.status_code == 503
+    assert direct.status_code == 200

@@ -5,13 +5,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import re
 import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from joserfc import jwe, jwk, jwt
 
+from idme_passback import OAuthClient
 from idme_passback.testing import (
     DEFAULT_ACCESS_TOKEN,
     DEFAULT_CLIENT_ID,
@@ -415,3 +421,48 @@ async def test_the_fake_exposes_its_credentials_and_records_no_secret() -> None:
     assert [r.endpoint for r in fake.requests] == ["authorize", "token"]
     for secret in (DEFAULT_CLIENT_SECRET, tokens["access_token"], tokens["refresh_token"]):
         assert secret not in recorded
+
+
+# -- serve-fake serves the login too ----------------------------------------------------------
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, list[str]]]:
+    """``idme-passback serve-fake --port 0`` in a process: its base URL and what it printed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDME_")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "idme_passback", "serve-fake", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    ) as process:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(8)]
+        try:
+            match = re.search(r"http://127\.0\.0\.1:\d+/", lines[0])
+            assert match, lines
+            yield match.group(0), lines
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_serve_fake_runs_the_login(served: tuple[str, list[str]]) -> None:
+    base, printed = served
+    assert f"  export IDME_CLIENT_ID={DEFAULT_CLIENT_ID}\n" in printed
+    assert f"  export IDME_CLIENT_SECRET={DEFAULT_CLIENT_SECRET}\n" in printed
+    async with (
+        OAuthClient(
+            DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, redirect_uri=CALLBACK, base_url=base
+        ) as oauth,
+        httpx.AsyncClient() as browser,
+    ):
+        request = oauth.authorization_request(scopes=["openid"])
+        consent = await browser.get(request.url)
+        tokens = await oauth.exchange_code(
+            oauth.parse_callback(consent.headers["location"], request), request
+        )
+    assert tokens.id_token_claims is not None
+    assert tokens.id_token_claims["iss"] == base + "oidc"

@@ -1,4 +1,8 @@
-"""The ``serve-fake`` command: the fake Passback API on a loopback port, for trying things out."""
+"""The ``serve-fake`` command: the fake ID.me on a loopback port, for trying things out.
+
+It serves the Passback API and the OAuth/OpenID Connect side (authorize,
+token, discovery, JWKS), so a backend can run its whole login against it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,11 @@ from ._context import Context
 from ._exitcodes import ExitCode, UsageError
 from ._secrets import ACCESS_TOKEN_ENV, API_TOKEN_ENV
 
-__all__ = ["serve_fake"]
+__all__ = ["CLIENT_ID_ENV", "CLIENT_SECRET_ENV", "serve_fake"]
+
+#: Where a backend (the web example) reads its OAuth client credentials.
+CLIENT_ID_ENV = "IDME_CLIENT_ID"
+CLIENT_SECRET_ENV = "IDME_CLIENT_SECRET"
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -49,6 +57,12 @@ async def serve_fake(args: argparse.Namespace, ctx: Context) -> int:
     ctx.out(f"  export {BASE_URL_ENV}={url}")
     ctx.out(f"  export {API_TOKEN_ENV}={fake.api_token}")
     ctx.out(f"  export {ACCESS_TOKEN_ENV}={fake.access_token}")
+    ctx.out(f"  export {CLIENT_ID_ENV}={fake.client_id}")
+    ctx.out(f"  export {CLIENT_SECRET_ENV}={fake.client_secret}")
+    ctx.out(
+        f"Login: {url}oauth/authorize consents at once and redirects to any https:// (or "
+        f"loopback http://) redirect_uri; keys at {url}oidc/.well-known/jwks."
+    )
     try:
         await server.serve(sockets=[sock])
     except KeyboardInterrupt:
