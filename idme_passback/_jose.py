@@ -76,6 +76,7 @@ _JWKS_TIMEOUT = httpx.Timeout(10.0)
 _MAX_JWKS_BYTES = 256 * 1024
 _SEGMENT = r"[A-Za-z0-9_-]*"
 _JWS = re.compile(rf"{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}")
+_QUOTED = re.compile(r"""["']([a-z_]{1,32})["']""")
 _JWE = re.compile(rf"{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}")
 
 
@@ -287,7 +288,8 @@ def check_claims(
         problem = f"{what} has expired"
     except jose.errors.JoseError as exc:
         # Older joserfc releases name the claim only in the description.
-        claim = getattr(exc, "claim", None)
+        quoted = _QUOTED.search(exc.description or "")
+        claim = getattr(exc, "claim", None) or (quoted[1] if quoted else None)
         if isinstance(exc, jose.errors.MissingClaimError) and claim:
             problem = f"{what} lacks the {claim!r} claim"
         elif claim:
