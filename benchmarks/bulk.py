@@ -60,10 +60,11 @@ async def ours() -> dict[str, float]:
     ok = e429 = errors = 0
     async with client:
         start = time.perf_counter()
-        async for result in client.fetch_many(items, concurrency=CONCURRENCY):
-            ok += result.ok
-            e429 += isinstance(result.error, RateLimitError)
-            errors += result.error is not None and not isinstance(result.error, RateLimitError)
+        async with client.fetch_many(items, concurrency=CONCURRENCY) as results:
+            async for result in results:
+                ok += result.ok
+                e429 += isinstance(result.error, RateLimitError)
+                errors += result.error is not None and not isinstance(result.error, RateLimitError)
         makespan = time.perf_counter() - start
     return {
         "makespan": makespan,

@@ -57,10 +57,9 @@ async def _run(variant: str, config: dict[str, Any]) -> dict[str, Any]:
             with RssSampler(interval=0.01) as sampler:
                 start = time.perf_counter()
                 if variant == "ours":
-                    async for result in client.download_many(
-                        tokens, folder, concurrency=CONCURRENCY
-                    ):
-                        ok += result.ok
+                    job = client.download_many(tokens, folder, concurrency=CONCURRENCY)
+                    async with job as results:
+                        ok += sum([result.ok async for result in results])
                 else:
                     slots = asyncio.Semaphore(CONCURRENCY)
 

@@ -65,8 +65,10 @@ async def _run(variant: str, n: int) -> dict[str, Any]:
         with RssSampler(interval=0.01) as sampler:
             start = time.perf_counter()
             if variant == "ours":
-                async for result in client.fetch_many(_tokens(n, "a"), concurrency=CONCURRENCY):
-                    ok += result.ok
+                job = client.fetch_many(_tokens(n, "a"), concurrency=CONCURRENCY)
+                async with job as results:
+                    async for result in results:
+                        ok += result.ok
             else:
                 tokens = _tokens(n, "b")
                 for _ in range(0, n, BATCH):

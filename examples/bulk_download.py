@@ -84,24 +84,25 @@ async def main(
     async with PassbackClient(
         base_url=os.environ.get("IDME_PASSBACK_BASE_URL") or None, transport=transport
     ) as client:
-        results = client.download_many(
+        job = client.download_many(
             read_requests(csv_path),
             out,
             concurrency=concurrency,
             on_progress=progress_printer(stream),
         )
-        async for result in results:
-            if result.ok:
-                ok += 1
-                continue
-            failures.append(
-                {
-                    "row": result.index,
-                    "error": type(result.error).__name__,
-                    # The library's messages never hold a token.
-                    "message": str(result.error),
-                }
-            )
+        async with job as results:
+            async for result in results:
+                if result.ok:
+                    ok += 1
+                    continue
+                failures.append(
+                    {
+                        "row": result.index,
+                        "error": type(result.error).__name__,
+                        # The library's messages never hold a token.
+                        "message": str(result.error),
+                    }
+                )
     stream.write("\n")
     summary = write_summary(out, ok, failures)
     print(f"{ok} downloaded, {len(failures)} failed; summary in {summary}")

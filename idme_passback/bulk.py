@@ -1,39 +1,34 @@
-"""Many documents at once: lazy input, bounded memory, an outcome for every item.
+"""Many documents at once: the values of a bulk job, and each item's work.
 
-The engine behind :meth:`PassbackClient.fetch_many` and
-:meth:`PassbackClient.download_many`. Items are pulled from the input only
-as room frees up, so memory stays flat however long the input is. Each
-attempt first waits on the rate limiter and only then takes one of the
-``concurrency`` slots: a document whose budget is spent waits without
-idling a slot another document could use.
+:meth:`PassbackClient.fetch_many` and :meth:`PassbackClient.download_many`
+return a :class:`BulkResults`; iterate it inside ``async with``::
+
+    async with client.fetch_many(tokens, concurrency=32) as results:
+        async for result in results:
+            ...   # break, return and raise are all safe here
+
+The scheduling (lazy input, per-document fairness, bounded memory) lives in
+a private module; this one holds what an item is, what its result is, and
+the per-item work: reading an image into memory, or naming and writing a file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-)
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Protocol, TypeAlias, TypeVar, cast
+from typing import NoReturn, Protocol, TypeAlias, TypeVar
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 import attrs
 
 from ._body import ImageBody, read_image
+from ._engine import Deliver, Gate, Scheduler, Work
 from ._files import check_target, write_atomically
 from ._imagetype import IMAGE_EXTENSIONS
 from ._tokens import check_token, shorten
-from .limiter import Permit, RateLimiter
+from .limiter import RateLimiter
 from .models import DocumentImage
 from .sizing import Size, SizeLike, parse_size
 
@@ -44,6 +39,7 @@ __all__ = [
     "DocumentRequest",
     "FetchResult",
     "Progress",
+    "ResultStream",
 ]
 
 
@@ -55,23 +51,25 @@ def _optional_size(value: SizeLike | None) -> Size | None:
 class DocumentRequest:
     """One item of a bulk job: a document token, and optionally a size and a file name.
 
-    ``filename`` (for :meth:`PassbackClient.download_many`) must be a bare
-    file name: no folder separators, no leading dot.
+    For :meth:`PassbackClient.download_many`, ``filename`` names the file
+    exactly; ``stem`` names it but for the extension, which comes from the
+    image's own bytes (``stem="alice-front"`` gives ``alice-front.jpg``).
+    Both must be bare names: no folder separators, no leading dot.
     """
 
     token: str
     size: Size | None = attrs.field(default=None, converter=_optional_size)
     filename: str | None = None
+    stem: str | None = None
 
     def __repr__(self) -> str:
         return (
             f"DocumentRequest(token={shorten(self.token)!r}, size={self.size!s}, "
-            f"filename={self.filename!r})"
+            f"filename={self.filename!r}, stem={self.stem!r})"
         )
 
 
 ItemLike: TypeAlias = "str | tuple[str, SizeLike | None] | DocumentRequest"
-AsyncIterableLike: TypeAlias = "AsyncIterable[ItemLike]"
 
 
 @attrs.frozen
@@ -113,23 +111,6 @@ class FetchResult:
         return f"FetchResult(index={self.index}, token={shorten(self.token)!r}, {what})"
 
 
-@attrs.frozen
-class Outcome:
-    """What a worker hands back on success."""
-
-    image: DocumentImage | None = None
-    path: Path | None = None
-    bytes: int = 0
-
-
-class Gate(Protocol):
-    """The way into one attempt of a bulk item: the limiter first, then a slot."""
-
-    def __call__(
-        self, token: str, *, timeout: float | None
-    ) -> AbstractAsyncContextManager[Permit]: ...
-
-
 #: Reads one 200 body: into memory, or onto disk.
 Consume: TypeAlias = Callable[[ImageBody], Awaitable[T]]
 
@@ -142,18 +123,16 @@ class FetchDocument(Protocol):
     ) -> T: ...
 
 
-Work: TypeAlias = Callable[[DocumentRequest, int, Gate], Awaitable[Outcome]]
-
-
 def fetching(document: FetchDocument) -> Work:
     """The per-item work of :meth:`PassbackClient.fetch_many`: each image into memory."""
 
-    async def fetch(request: DocumentRequest, index: int, gate: Gate) -> Outcome:
-        async def consume(body: ImageBody) -> DocumentImage:
-            return await read_image(body, request.token, request.size)
+    async def fetch(request: DocumentRequest, index: int, gate: Gate, deliver: Deliver) -> None:
+        async def consume(body: ImageBody) -> None:
+            image = await read_image(body, request.token, request.size)
+            # Handed over while the slot is held: at most `concurrency` images wait.
+            await deliver(FetchResult(index, request.token, image=image, bytes=len(image)))
 
-        image = await document(request.token, request.size, consume, gate)
-        return Outcome(image=image, bytes=len(image.content))
+        await document(request.token, request.size, consume, gate)
 
     return fetch
 
@@ -170,70 +149,29 @@ def downloading(
     if not folder.is_dir():
         raise FileNotFoundError(f"the folder {str(folder)!r} does not exist")
 
-    async def download(request: DocumentRequest, index: int, gate: Gate) -> Outcome:
-        name = request.filename
+    async def download(request: DocumentRequest, index: int, gate: Gate, deliver: Deliver) -> None:
         target: Path | None = None
-        stem = f"{index:06d}-{shorten(request.token).rstrip(chr(0x2026))}"
-        if name is not None:
-            target = check_target(folder / safe_filename(name), overwrite=overwrite)
+        stem = request.stem or f"{index:06d}-{shorten(request.token).rstrip(chr(0x2026))}"
+        if request.filename is not None:
+            target = check_target(folder / request.filename, overwrite=overwrite)
         elif not overwrite:
             # The extension comes with the body, but a file of this item under any
             # image extension already means a refusal: find out before spending a request.
             for extension in IMAGE_EXTENSIONS:
                 check_target(folder / (stem + extension), overwrite=False)
 
-        async def consume(body: ImageBody) -> Path:
+        async def consume(body: ImageBody) -> None:
             final = target
             if final is None:
                 # Named after the image's own type, known once its first bytes are in.
                 await body.start()
                 final = check_target(folder / (stem + body.extension), overwrite=overwrite)
-            await write_atomically(final, body.chunks(), overwrite=overwrite)
-            return final
+            written = await write_atomically(final, body.chunks(), overwrite=overwrite)
+            await deliver(FetchResult(index, request.token, path=final, bytes=written))
 
-        written = await document(request.token, request.size, consume, gate)
-        return Outcome(path=written, bytes=written.stat().st_size)
+        await document(request.token, request.size, consume, gate)
 
     return download
-
-
-#: Seconds a granted token may wait for a concurrency slot before it is given back.
-SLOT_PATIENCE = 30.0
-
-
-async def _take_slot(slots: anyio.Semaphore) -> bool:
-    """Take a slot, waiting at most :data:`SLOT_PATIENCE`; say whether one was taken."""
-    try:
-        slots.acquire_nowait()
-    except anyio.WouldBlock:
-        pass
-    else:
-        return True
-    with anyio.move_on_after(SLOT_PATIENCE):
-        await slots.acquire()
-        return True
-    return False
-
-
-def _gate(limiter: RateLimiter, slots: anyio.Semaphore) -> Gate:
-    """The way into one attempt of a bulk item: the limiter first, then a slot."""
-
-    @asynccontextmanager
-    async def gate(token: str, *, timeout: float | None) -> AsyncIterator[Permit]:  # noqa: ASYNC109 - on the limiter's clock
-        # Never hold a slot while the budget refills. Nor hold a granted token for
-        # long while slots are busy (it could outlive a Redis lease): after
-        # SLOT_PATIENCE it goes back unsent and queues again.
-        while True:
-            async with limiter.acquire(token, timeout=timeout) as permit:
-                if await _take_slot(slots):
-                    try:
-                        yield permit
-                    finally:
-                        slots.release()
-                    return
-                permit.not_sent()
-
-    return cast("Gate", gate)
 
 
 def safe_filename(name: str) -> str:
@@ -250,11 +188,11 @@ def safe_filename(name: str) -> str:
         or "\x00" in name
         or os.sep in name
         or (os.altsep is not None and os.altsep in name)
-        or len(name) > 255
+        or len(name.encode("utf-8", "surrogateescape")) > 200
     ):
         raise ValueError(
-            "a bulk file name must be a bare name (no folders, no leading dot, "
-            f"at most 255 characters), got {name[:40]!r}"
+            "a bulk file name (or stem) must be a bare name (no folders, no leading dot, "
+            f"at most 200 bytes), got {name[:40]!r}"
         )
     return name
 
@@ -263,7 +201,7 @@ def to_request(item: object, size: Size | None) -> DocumentRequest:
     """Turn one input item into a checked :class:`DocumentRequest`.
 
     Raises:
-        InvalidTokenError, InvalidSizeError, TypeError: for a bad item.
+        InvalidTokenError, InvalidSizeError, TypeError, ValueError: for a bad item.
     """
     if isinstance(item, DocumentRequest):
         request = item if item.size is not None else attrs.evolve(item, size=size)
@@ -278,8 +216,9 @@ def to_request(item: object, size: Size | None) -> DocumentRequest:
             f"got {type(item).__name__}"
         )
     check_token(request.token)
-    if request.filename is not None:
-        safe_filename(request.filename)
+    for name in (request.filename, request.stem):
+        if name is not None:
+            safe_filename(name)
     return request
 
 
@@ -291,48 +230,108 @@ def _token_of(item: object) -> str:
     return str(token)
 
 
-async def _items(
-    items: Iterable[object] | AsyncIterable[object],
-) -> AsyncGenerator[object, None]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-        return
-    for count, item in enumerate(items):
-        yield item
-        if count % 256 == 255:
-            # A long synchronous input must not starve the workers.
-            await anyio.lowlevel.checkpoint()
+def _failed(item: object, index: int, error: Exception) -> FetchResult:
+    return FetchResult(index, _token_of(item), error=error)
 
 
 class BulkResults:
-    """The results of a bulk job, as an async iterator in completion order.
+    """A bulk job, started by ``async with``; its results arrive in completion order.
 
-    ``async for result in client.fetch_many(...)`` runs the job. To stop
-    early (``break``), iterate inside ``async with``, which stops the
-    remaining work at once and leaves no temporary file::
+    ::
 
         async with client.fetch_many(tokens) as results:
             async for result in results:
                 ...
+
+    The job's tasks live inside the ``async with``: leaving it early
+    (``break``, ``return``, an exception) stops them at once, sends no
+    further request, leaves no temporary file, and lets the caller's own
+    exception through unchanged.
     """
 
-    __slots__ = ("_generator",)
+    __slots__ = ("_group", "_on_progress", "_receive", "_scheduler", "_source", "_total")
 
-    def __init__(self, generator: AsyncGenerator[FetchResult, None]) -> None:
-        self._generator = generator
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        items: Iterable[object] | AsyncIterable[object],
+        total: int | None,
+        on_progress: ProgressHook | None,
+    ) -> None:
+        self._scheduler = scheduler
+        self._source = items
+        self._total = total
+        self._on_progress = on_progress
+        self._group: anyio.abc.TaskGroup | None = None
+        self._receive: anyio.abc.ObjectReceiveStream[FetchResult] | None = None
 
-    def __aiter__(self) -> AsyncGenerator[FetchResult, None]:
-        """Return the iterator of results."""
-        return self._generator
+    def __aiter__(self) -> NoReturn:
+        """Refuse: a job's tasks need an owner, so iterate inside ``async with``."""
+        raise TypeError(
+            "iterate a bulk job inside `async with`: "
+            "`async with client.fetch_many(...) as results: async for result in results: ...`"
+        )
 
-    async def __aenter__(self) -> AsyncGenerator[FetchResult, None]:
+    async def __aenter__(self) -> ResultStream:
         """Start the job; leaving the block stops whatever is still running."""
-        return self._generator
+        if self._group is not None:
+            raise RuntimeError("a bulk job can be started only once")
+        # Unbuffered: a result is handed over only when the caller takes it.
+        send, receive = anyio.create_memory_object_stream[FetchResult](0)
+        self._receive = receive
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        self._group.start_soon(self._scheduler.run, self._source, send)
+        return ResultStream(receive, self._scheduler, self._total, self._on_progress)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        """Stop the job."""
-        await self._generator.aclose()
+        """Stop the job (cancelling what still runs), then let any exception through."""
+        assert self._group is not None
+        assert self._receive is not None
+        self._group.cancel_scope.cancel()
+        try:
+            # The caller's exception is not passed in, so it is not wrapped in a group.
+            await self._group.__aexit__(None, None, None)
+        finally:
+            await self._receive.aclose()
+
+
+class ResultStream:
+    """The results of a running bulk job: ``async for result in results``."""
+
+    __slots__ = ("_bytes", "_done", "_failed", "_on_progress", "_receive", "_scheduler", "_total")
+
+    def __init__(
+        self,
+        receive: anyio.abc.ObjectReceiveStream[FetchResult],
+        scheduler: Scheduler,
+        total: int | None,
+        on_progress: ProgressHook | None,
+    ) -> None:
+        self._receive = receive
+        self._scheduler = scheduler
+        self._total = total
+        self._on_progress = on_progress
+        self._done = self._failed = self._bytes = 0
+
+    def __aiter__(self) -> ResultStream:
+        """Return the iterator itself."""
+        return self
+
+    async def __anext__(self) -> FetchResult:
+        """Return the next result to finish."""
+        try:
+            result = await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        self._done += 1
+        self._failed += not result.ok
+        self._bytes += result.bytes
+        if self._on_progress is not None:
+            total = self._total if self._total is not None else self._scheduler.total
+            # Called in the caller's own task: an exception it raises is the caller's.
+            self._on_progress(Progress(self._done, self._failed, total, self._bytes))
+        return result
 
 
 def run(
@@ -343,9 +342,10 @@ def run(
     concurrency: int,
     limiter: RateLimiter,
     on_progress: ProgressHook | None,
-    max_pending: int | None = None,
+    max_active: int | None = None,
+    max_buffered: int = 65_536,
 ) -> BulkResults:
-    """Check the job's arguments, then return its results (see :class:`BulkResults`).
+    """Check the job's arguments, then return it, ready to start (see :class:`BulkResults`).
 
     Raises:
         ValueError: for a ``concurrency`` below 1.
@@ -354,71 +354,21 @@ def run(
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
     default_size = parse_size(size)
-    # Items waiting on the limiter cost a task each; allow many so spent
-    # documents never block fresh ones, yet keep memory bounded.
-    pending = max_pending if max_pending is not None else max(1024, 16 * concurrency)
-    total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-    return BulkResults(
-        _run(work, items, default_size, concurrency, pending, limiter, on_progress, total)
+
+    def prepare(item: object) -> tuple[str, DocumentRequest]:
+        request = to_request(item, default_size)
+        return request.token, request
+
+    scheduler = Scheduler(
+        work=work,
+        prepare=prepare,
+        failed=_failed,
+        limiter=limiter,
+        concurrency=concurrency,
+        # Documents waiting on the limiter cost a task each: allow many, so spent
+        # documents never block fresh ones, yet keep memory bounded.
+        max_active=max_active if max_active is not None else max(1024, 16 * concurrency),
+        max_buffered=max_buffered,
     )
-
-
-async def _run(  # noqa: PLR0917 - private; called once, positionally, by run()
-    work: Work,
-    items: Iterable[object] | AsyncIterable[object],
-    size: Size | None,
-    concurrency: int,
-    max_pending: int,
-    limiter: RateLimiter,
-    on_progress: ProgressHook | None,
-    total: int | None,
-) -> AsyncGenerator[FetchResult, None]:
-    slots = anyio.Semaphore(concurrency, fast_acquire=True)
-    # Acquiring room yields, so each worker reaches the limiter in input order.
-    room = anyio.Semaphore(max_pending)
-    send, receive = anyio.create_memory_object_stream[FetchResult](concurrency)
-    counted = {"total": total}
-
-    gate = _gate(limiter, slots)
-
-    async def worker(index: int, item: object) -> None:
-        try:
-            request = to_request(item, size)
-            outcome = await work(request, index, gate)
-            result = FetchResult(
-                index, request.token, outcome.image, outcome.path, None, outcome.bytes
-            )
-        except Exception as exc:
-            result = FetchResult(index, _token_of(item), error=exc)
-        try:
-            await send.send(result)
-        finally:
-            room.release()
-
-    async def producer() -> None:
-        async with send, anyio.create_task_group() as workers:
-            count = 0
-            async with contextlib.aclosing(_items(items)) as stream:
-                async for item in stream:
-                    await room.acquire()
-                    workers.start_soon(worker, count, item)
-                    count += 1
-            counted["total"] = count
-
-    done = failed = transferred = 0
-    async with anyio.create_task_group() as group:
-        group.start_soon(producer)
-        async with receive:
-            async for result in receive:
-                done += 1
-                failed += not result.ok
-                transferred += result.bytes
-                if on_progress is not None:
-                    on_progress(Progress(done, failed, counted["total"], transferred))
-                try:
-                    yield result
-                except GeneratorExit:
-                    # The consumer stopped early (aclose): stop the rest, then return
-                    # quietly, outside the task group, as a closing generator must.
-                    break
-        group.cancel_scope.cancel()
+    total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+    return BulkResults(scheduler, items, total, on_progress)

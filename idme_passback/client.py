@@ -38,6 +38,7 @@ from ._config import (
     resolve_base_url,
 )
 from ._deadline import Deadline, Timeout
+from ._engine import Gate
 from ._files import check_target, write_atomically
 from ._http import Wire, decode_json, retryable, translate
 from ._redact import install_redaction
@@ -363,15 +364,24 @@ class PassbackClient:
         concurrency: int = 16,
         on_progress: bulk.ProgressHook | None = None,
     ) -> bulk.BulkResults:
-        """Fetch many documents concurrently; yield one result per item, in completion order.
+        """Fetch many documents concurrently; results come in completion order.
 
-        ``items`` may be tokens, ``(token, size)`` pairs or
+        Use inside ``async with``, which owns the job's tasks::
+
+            async with client.fetch_many(tokens, concurrency=32) as results:
+                async for result in results:
+                    ...
+
+        ``break``, ``return`` or an exception in the loop stops the job at
+        once and sends no further request. ``items`` may be tokens, ``(token, size)`` pairs or
         :class:`DocumentRequest` values, from any iterable or async iterable;
         it is consumed lazily, so a generator of millions is never held in
         memory. Each result carries the item's position, its token, and the
         :class:`DocumentImage` or the typed error: one failure never stops
         the others. A document whose budget is spent waits on the limiter
-        *before* taking a concurrency slot, so it never idles one.
+        *before* taking a concurrency slot, so it never idles one, and a
+        document's queued items never delay another document. At most
+        ``concurrency`` images are held at once, however slow the consumer.
         """
         return bulk.run(
             bulk.fetching(self._bulk_document),
@@ -381,6 +391,20 @@ class PassbackClient:
             limiter=self._limiter,
             on_progress=on_progress,
         )
+
+    async def fetch_all(
+        self,
+        items: Iterable[bulk.ItemLike] | AsyncIterable[bulk.ItemLike],
+        *,
+        size: SizeLike | None = None,
+        concurrency: int = 16,
+    ) -> list[bulk.FetchResult]:
+        """Fetch a small job's documents; return every result, in input order.
+
+        A convenience over :meth:`fetch_many` for jobs that fit in memory.
+        """
+        async with self.fetch_many(items, size=size, concurrency=concurrency) as results:
+            return sorted([result async for result in results], key=lambda r: r.index)
 
     def download_many(
         self,
@@ -392,14 +416,14 @@ class PassbackClient:
         on_progress: bulk.ProgressHook | None = None,
         overwrite: bool = False,
     ) -> bulk.BulkResults:
-        """Download many documents into ``directory``; yield one result per item.
+        """Download many documents into ``directory``; use like :meth:`fetch_many`.
 
         Each file is written like :meth:`download_document` (streamed,
         atomic, 0600). File names come from the item's ``filename`` when
-        given (a bare name: no folders, no '..') or else from its position
-        and a shortened token, ``000042-d9ec9c.jpg``, with the extension
-        taken from the image's own bytes: no token can steer a path outside
-        ``directory``.
+        given (a bare name: no folders, no '..'), or its ``stem`` plus the
+        image's extension, or else its position and a shortened token,
+        ``000042-d9ec9c.jpg``, the extension taken from the image's own
+        bytes: no token can steer a path outside ``directory``.
 
         Raises:
             FileNotFoundError: ``directory`` does not exist (before anything is sent).
@@ -460,7 +484,7 @@ class PassbackClient:
         )
 
     async def _bulk_document(
-        self, token: str, box: SizeLike | None, consume: bulk.Consume[T], gate: bulk.Gate
+        self, token: str, box: SizeLike | None, consume: bulk.Consume[T], gate: Gate
     ) -> T:
         # Bulk items queue for their turn: that wait is not theirs to time out on.
         # Each attempt keeps its timeouts, and retries stay bounded by max_retries.
@@ -479,7 +503,7 @@ class PassbackClient:
         consume: Callable[[ImageBody], Awaitable[T]],
         timeout: _TimeoutArg,
         limit: Deadline,
-        gate: bulk.Gate | None,
+        gate: Gate | None,
     ) -> T:
         secrets = (self._api_token, token)
         url = f"{self._base_url}{DOCUMENT.path}{token}"

@@ -238,12 +238,12 @@ class MemoryStore:
             if limit == 1:
                 return period  # an in-flight token comes back no sooner
             bucket = self._expand(key, state, now)
-        elif type(state) is float:
+        elif isinstance(state, float):
             if limit == 1 and state > now:
                 return state - now
             bucket = self._expand(key, state, now)
         else:
-            bucket = cast("_Bucket", state)  # type() checks are faster than isinstance here
+            bucket = cast("_Bucket", state)
             if bucket.hold_until > now:
                 return bucket.hold_until - now
             if bucket.inflight + len(bucket.cooling) >= limit:

@@ -25,14 +25,16 @@ from idme_passback import (
     Size,
 )
 from idme_passback._files import TEMP_PREFIX
+from idme_passback.bulk import BulkResults, FetchResult
 from idme_passback.testing import FakeClock, FakePassbackServer
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
+async def collect(job: BulkResults) -> list[FetchResult]:
+    """Run a bulk job to the end; return its results in completion order."""
+    async with job as results:
+        return [result async for result in results]
 
 
 @pytest.fixture
@@ -64,7 +66,7 @@ async def test_every_item_gets_an_outcome_and_failures_stay_local(
         "0123456789abcdef0123456789abcdef",  # unknown: 404
         good[4],
     ]
-    results = [r async for r in client.fetch_many(items, concurrency=3)]
+    results = await collect(client.fetch_many(items, concurrency=3))
     by_index = {r.index: r for r in results}
     assert sorted(by_index) == list(range(len(items)))
     assert isinstance(by_index[3].error, InvalidTokenError)
@@ -87,9 +89,7 @@ async def test_a_default_size_applies_to_items_without_one(
     client: PassbackClient, fake: FakePassbackServer
 ) -> None:
     tokens = [fake.issue_document() for _ in range(2)]
-    results = [
-        r async for r in client.fetch_many([tokens[0], (tokens[1], "100x100")], size="300x200")
-    ]
+    results = await collect(client.fetch_many([tokens[0], (tokens[1], "100x100")], size="300x200"))
     sizes = {r.index: r.image.size for r in results if r.image}
     assert sizes == {0: Size(300, 200), 1: Size(100, 100)}
 
@@ -102,9 +102,10 @@ async def test_a_spent_document_never_idles_a_slot(
     finished: list[tuple[int, float]] = []
 
     async def consume() -> None:
-        async for result in client.fetch_many(items, concurrency=1):
-            assert result.ok
-            finished.append((result.index, clock.now()))
+        async with client.fetch_many(items, concurrency=1) as results:
+            async for result in results:
+                assert result.ok
+                finished.append((result.index, clock.now()))
 
     async with anyio.create_task_group() as group:
         group.start_soon(consume)
@@ -145,7 +146,7 @@ async def test_an_async_iterable_input_works(
         for token in tokens:
             yield token
 
-    results = [r async for r in client.fetch_many(source())]
+    results = await collect(client.fetch_many(source()))
     assert sorted(r.token for r in results) == sorted(tokens)
     assert all(r.ok for r in results)
 
@@ -155,7 +156,7 @@ async def test_progress_reports_done_failed_total_and_bytes(
 ) -> None:
     tokens = [fake.issue_document() for _ in range(3)] + ["bad/token"]
     reports: list[Progress] = []
-    results = [r async for r in client.fetch_many(tokens, on_progress=reports.append)]
+    results = await collect(client.fetch_many(tokens, on_progress=reports.append))
     assert [p.done for p in reports] == [1, 2, 3, 4]
     assert reports[-1].failed == 1
     assert reports[-1].succeeded == 3
@@ -168,9 +169,7 @@ async def test_download_many_writes_every_file_safely(
 ) -> None:
     tokens = [fake.issue_document() for _ in range(3)]
     items = [tokens[0], DocumentRequest(tokens[1], filename="back.jpg"), (tokens[2], "300x200")]
-    results = sorted(
-        [r async for r in client.download_many(items, tmp_path)], key=lambda r: r.index
-    )
+    results = sorted(await collect(client.download_many(items, tmp_path)), key=lambda r: r.index)
     names = [r.path.name for r in results if r.path]
     assert names[1] == "back.jpg"
     assert names[0] == f"000000-{tokens[0][:6]}.jpg"
@@ -190,9 +189,7 @@ async def test_download_many_refuses_file_names_that_leave_the_folder(
     folder = tmp_path / "out"
     folder.mkdir()
     token = fake.issue_document()
-    [result] = [
-        r async for r in client.download_many([DocumentRequest(token, filename=name)], folder)
-    ]
+    [result] = await collect(client.download_many([DocumentRequest(token, filename=name)], folder))
     assert isinstance(result.error, ValueError)
     assert list(tmp_path.rglob("*")) == [folder]
     assert fake.count(endpoint="document") == 0
@@ -204,10 +201,10 @@ async def test_download_many_does_not_overwrite_unless_asked(
     token = fake.issue_document()
     (tmp_path / "doc.jpg").write_bytes(b"mine")
     item = DocumentRequest(token, filename="doc.jpg")
-    [refused] = [r async for r in client.download_many([item], tmp_path)]
+    [refused] = await collect(client.download_many([item], tmp_path))
     assert isinstance(refused.error, FileExistsError)
     assert (tmp_path / "doc.jpg").read_bytes() == b"mine"
-    [replaced] = [r async for r in client.download_many([item], tmp_path, overwrite=True)]
+    [replaced] = await collect(client.download_many([item], tmp_path, overwrite=True))
     assert replaced.ok
     assert (tmp_path / "doc.jpg").read_bytes() == fake.served_bytes(token)
 
@@ -276,8 +273,8 @@ async def test_two_processes_split_one_job_through_redis(
     outcomes: list[bool] = []
 
     async def worker(client: PassbackClient) -> None:
-        async for result in client.fetch_many(tokens * 2, concurrency=4):
-            outcomes.append(result.ok)
+        async with client.fetch_many(tokens * 2, concurrency=4) as results:
+            outcomes.extend([result.ok async for result in results])
 
     try:
         async with anyio.create_task_group() as group:
@@ -308,8 +305,8 @@ async def test_queueing_for_a_slot_does_not_count_against_the_deadline(
         outcomes: list[bool] = []
 
         async def consume() -> None:
-            async for result in client.fetch_many(tokens, concurrency=1):
-                outcomes.append(result.ok)
+            async with client.fetch_many(tokens, concurrency=1) as results:
+                outcomes.extend([result.ok async for result in results])
 
         async with anyio.create_task_group() as group:
             group.start_soon(consume)
@@ -323,6 +320,6 @@ async def test_an_item_already_on_disk_is_refused_before_any_request(
 ) -> None:
     token = fake.issue_document()
     (tmp_path / f"000000-{token[:6]}.jpg").write_bytes(b"from an earlier run")
-    [result] = [r async for r in client.download_many([token], tmp_path)]
+    [result] = await collect(client.download_many([token], tmp_path))
     assert isinstance(result.error, FileExistsError)
     assert fake.requests == []

@@ -72,7 +72,7 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
 # -- secrets ------------------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     "argv",
     [
@@ -92,7 +92,7 @@ async def test_no_option_takes_a_secret_and_the_value_is_not_echoed(
     assert fake.requests == []
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_api_token_is_not_an_abbreviation_of_api_token_file(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -102,7 +102,7 @@ async def test_api_token_is_not_an_abbreviation_of_api_token_file(
     assert "unrecognized arguments: --api-token" in result.err
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_document_token_in_argv_is_refused_unechoed(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -126,7 +126,7 @@ def test_missing_api_token_is_one_clear_line_and_exit_2(
     ]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_api_token_file_is_read_and_stripped(
     fake: FakePassbackServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -138,7 +138,7 @@ async def test_api_token_file_is_read_and_stripped(
     assert result.code == ExitCode.OK, result.err
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_unreadable_token_file_does_not_echo_its_path(fake: FakePassbackServer) -> None:
     # Someone may pass the token itself where the path belongs.
     result = await cli_run(fake, "attributes", "--api-token-file", UNKNOWN_TOKEN)
@@ -149,7 +149,7 @@ async def test_an_unreadable_token_file_does_not_echo_its_path(fake: FakePassbac
 # -- attributes, fetch, refresh ----------------------------------------------------------------
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_attributes_prints_json_with_the_document_tokens(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -165,7 +165,7 @@ async def test_attributes_prints_json_with_the_document_tokens(
     assert payload["status"] == [{"group": "identity", "subgroups": ["IAL2"], "verified": True}]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_attributes_without_an_access_token_exits_2(fake: FakePassbackServer) -> None:
     result = await cli_run(fake, "attributes")
     assert result.code == ExitCode.USAGE
@@ -173,7 +173,7 @@ async def test_attributes_without_an_access_token_exits_2(fake: FakePassbackServ
     assert fake.requests == []
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_fetch_reads_the_token_from_stdin_and_writes_the_image(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -187,7 +187,7 @@ async def test_fetch_reads_the_token_from_stdin_and_writes_the_image(
     assert target.read_bytes() == fake.served_bytes(token, "300x200")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_fetch_does_not_replace_a_file_unless_told(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -203,7 +203,7 @@ async def test_fetch_does_not_replace_a_file_unless_told(
     assert target.read_bytes() == fake.served_bytes(token)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_bad_size_exits_2_before_anything_is_sent(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -216,7 +216,7 @@ async def test_a_bad_size_exits_2_before_anything_is_sent(
     assert fake.requests == []
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_refresh_prints_a_token_for_the_same_document(fake: FakePassbackServer) -> None:
     token = fake.issue_document()
     result = await cli_run(fake, "refresh", stdin=token)
@@ -226,7 +226,7 @@ async def test_refresh_prints_a_token_for_the_same_document(fake: FakePassbackSe
     assert fake.document_id(new_token) == fake.document_id(token)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_refused_api_token_exits_4_without_leaking_it(
     fake: FakePassbackServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -241,7 +241,7 @@ async def test_a_refused_api_token_exits_4_without_leaking_it(
         assert secret not in result.err
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_unknown_document_exits_5(fake: FakePassbackServer, tmp_path: Path) -> None:
     result = await cli_run(fake, "fetch", "-o", str(tmp_path / "x.jpg"), stdin=UNKNOWN_TOKEN)
     assert result.code == ExitCode.NOT_FOUND
@@ -254,7 +254,7 @@ async def test_an_unknown_document_exits_5(fake: FakePassbackServer, tmp_path: P
 # -- download-many ----------------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_download_many_reports_each_bad_item_and_exits_3(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -286,7 +286,7 @@ async def test_download_many_reports_each_bad_item_and_exits_3(
     assert "InvalidSizeError 1" in result.err
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_manifest_never_holds_a_whole_token(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -302,7 +302,7 @@ async def test_the_manifest_never_holds_a_whole_token(
         assert token not in result.out + result.err
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_resume_skips_finished_items_and_retries_failed_ones(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -331,7 +331,7 @@ async def test_resume_skips_finished_items_and_retries_failed_ones(
     assert fake.count(endpoint="document") == 5
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_resume_fetches_again_an_item_whose_file_is_gone(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -346,7 +346,7 @@ async def test_resume_fetches_again_an_item_whose_file_is_gone(
     assert fake.count(endpoint="document") == 2
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_download_many_names_files_after_their_image_type(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -357,7 +357,7 @@ async def test_download_many_names_files_after_their_image_type(
     assert record["path"].endswith(".jpg")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_existing_manifest_needs_resume_or_overwrite(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -370,7 +370,7 @@ async def test_an_existing_manifest_needs_resume_or_overwrite(
     assert fake.requests == []
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_download_many_stops_at_a_refused_api_token(
     fake: FakePassbackServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -385,7 +385,7 @@ async def test_download_many_stops_at_a_refused_api_token(
     assert OTHER_API_TOKEN not in result.err
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_download_many_prints_plain_progress_lines_off_a_terminal(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
@@ -430,7 +430,7 @@ def test_progress_off_a_terminal_writes_every_n_items_and_the_last() -> None:
 # -- help and exit codes ----------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_help_lists_every_exit_code_as_the_docstring_does(fake: FakePassbackServer) -> None:
     result = await cli_run(fake, "download-many", "--help")
     assert result.code == ExitCode.OK

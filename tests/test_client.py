@@ -57,7 +57,7 @@ def document_url(token: str) -> str:
 # -- the requests, exactly as the seed shows them ------------------------------
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_attributes_is_a_get_with_the_access_token_as_a_bearer_header(
     respx_mock: respx.MockRouter, client: PassbackClient
 ) -> None:
@@ -72,7 +72,7 @@ async def test_attributes_is_a_get_with_the_access_token_as_a_bearer_header(
     assert attributes.document_tokens.back == BACK
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_attributes_can_send_the_access_token_in_the_query_as_documented(
     respx_mock: respx.MockRouter,
 ) -> None:
@@ -84,7 +84,7 @@ async def test_attributes_can_send_the_access_token_in_the_query_as_documented(
     assert "authorization" not in request.headers
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_document_is_a_post_with_the_api_token_and_no_size_by_default(
     respx_mock: respx.MockRouter, client: PassbackClient
 ) -> None:
@@ -105,7 +105,7 @@ async def test_document_is_a_post_with_the_api_token_and_no_size_by_default(
     assert image.size is None
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize("size", ["300x200", (300, 200), Size(300, 200), "300X200"])
 async def test_document_sends_size_as_wxh(
     respx_mock: respx.MockRouter, client: PassbackClient, size: object
@@ -116,7 +116,7 @@ async def test_document_sends_size_as_wxh(
     assert image.size == Size(300, 200)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_refresh_is_a_post_and_returns_the_new_token(
     respx_mock: respx.MockRouter, client: PassbackClient
 ) -> None:
@@ -129,7 +129,7 @@ async def test_refresh_is_a_post_and_returns_the_new_token(
     assert dict(request.url.params) == {"token": API_TOKEN}
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_production_environment_uses_api_id_me(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(f"https://api.id.me/api/public/v3/documents/{FRONT}").respond(
         content=JPEG
@@ -139,7 +139,7 @@ async def test_production_environment_uses_api_id_me(respx_mock: respx.MockRoute
     assert route.called
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_custom_base_url_keeps_its_path_prefix(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(f"https://proxy.example/idme/api/public/v3/documents/{FRONT}")
     route.respond(content=JPEG)
@@ -151,7 +151,7 @@ async def test_a_custom_base_url_keeps_its_path_prefix(respx_mock: respx.MockRou
 # -- answers ----------------------------------------------------------------
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_attributes_keeps_every_attribute_and_the_status(
     respx_mock: respx.MockRouter, client: PassbackClient
 ) -> None:
@@ -170,7 +170,7 @@ async def test_attributes_keeps_every_attribute_and_the_status(
     assert (front, back) == (FRONT, BACK)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_attributes_without_document_tokens_raise_a_specific_error(
     respx_mock: respx.MockRouter, client: PassbackClient
 ) -> None:
@@ -182,7 +182,7 @@ async def test_attributes_without_document_tokens_raise_a_specific_error(
         _ = attributes.document_tokens
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     "body", [b"<html>oops</html>", b'{"attributes": {}}', b'{"status": [1]}', b"[]"]
 )
@@ -194,7 +194,7 @@ async def test_attributes_that_are_not_the_documented_shape_raise(
         await client.get_attributes(ACCESS_TOKEN)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("body", "media_type", "extension"),
     [(JPEG, "image/jpeg", ".jpg"), (PNG, "image/png", ".png")],
@@ -216,7 +216,7 @@ async def test_the_extension_comes_from_the_bytes_not_the_header(
     assert image.content_type == "image/gif"
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("status", "error"),
     [
@@ -247,7 +247,7 @@ async def test_each_status_maps_to_its_error(
     assert route.call_count == 1  # not retried
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_5xx_and_429_are_typed_after_retries_run_out(
     respx_mock: respx.MockRouter, clock: object
 ) -> None:
@@ -262,7 +262,7 @@ async def test_5xx_and_429_are_typed_after_retries_run_out(
     assert limited.value.retry_after == 5.0
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize("body", [b"<html>down for maintenance</html>", b'{"error": "x"}', b""])
 async def test_a_200_that_is_not_an_image_is_an_error(
     respx_mock: respx.MockRouter, body: bytes
@@ -273,7 +273,7 @@ async def test_a_200_that_is_not_an_image_is_an_error(
             await client.get_document(FRONT)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_secret_cut_at_the_excerpts_edge_is_still_scrubbed(
     respx_mock: respx.MockRouter, client: PassbackClient
 ) -> None:
@@ -287,7 +287,7 @@ async def test_a_secret_cut_at_the_excerpts_edge_is_still_scrubbed(
 # -- bad input: a clear error and nothing sent ---------------------------------
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize("size", ["99x200", "1001x200", "300x99", "300x1001", "big", (0, 0)])
 async def test_bad_sizes_send_nothing(
     respx_mock: respx.MockRouter, client: PassbackClient, size: object, tmp_path: Path
@@ -321,7 +321,7 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize("token", HOSTILE)
 async def test_hostile_document_tokens_send_nothing(
     respx_mock: respx.MockRouter, client: PassbackClient, token: str, tmp_path: Path
@@ -341,7 +341,7 @@ def test_hostile_api_tokens_are_refused_at_construction(token: str) -> None:
         PassbackClient(token)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize("token", ["", "a b", "abc\r\nX-Evil: 1", "x" * 5000, "\u00e9"])
 async def test_hostile_access_tokens_send_nothing(
     respx_mock: respx.MockRouter, client: PassbackClient, token: str
@@ -403,7 +403,7 @@ def test_an_unknown_environment_is_refused() -> None:
         PassbackClient(API_TOKEN, environment="staging")  # type: ignore[arg-type]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_callers_http_client_is_used_and_left_open(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(document_url(FRONT)).respond(content=JPEG)
     async with httpx.AsyncClient() as http:
@@ -413,7 +413,7 @@ async def test_a_callers_http_client_is_used_and_left_open(respx_mock: respx.Moc
     assert route.called
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_custom_transport_carries_the_requests() -> None:
     seen: list[httpx.Request] = []
 
@@ -434,7 +434,7 @@ def test_every_error_derives_from_one_root() -> None:
 # -- downloads ------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_download_writes_the_bytes_atomically_with_mode_0600(
     respx_mock: respx.MockRouter, client: PassbackClient, tmp_path: Path
 ) -> None:
@@ -447,7 +447,7 @@ async def test_download_writes_the_bytes_atomically_with_mode_0600(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.jpg"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_download_refuses_to_overwrite_unless_asked(
     respx_mock: respx.MockRouter, client: PassbackClient, tmp_path: Path
 ) -> None:
@@ -462,7 +462,7 @@ async def test_download_refuses_to_overwrite_unless_asked(
     assert target.read_bytes() == JPEG
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_download_into_a_missing_folder_sends_nothing(
     respx_mock: respx.MockRouter, client: PassbackClient, tmp_path: Path
 ) -> None:
@@ -482,7 +482,7 @@ class _CutStream(httpx.AsyncByteStream):
         raise httpx.RemoteProtocolError("peer closed connection mid-body")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_body_cut_mid_stream_leaves_no_file(
     respx_mock: respx.MockRouter, tmp_path: Path
 ) -> None:
@@ -497,7 +497,7 @@ async def test_a_body_cut_mid_stream_leaves_no_file(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_body_shorter_than_its_content_length_leaves_no_file(
     respx_mock: respx.MockRouter, tmp_path: Path
 ) -> None:
@@ -513,7 +513,7 @@ async def test_a_body_shorter_than_its_content_length_leaves_no_file(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_non_image_download_leaves_no_file(
     respx_mock: respx.MockRouter, tmp_path: Path
 ) -> None:
@@ -527,7 +527,7 @@ async def test_a_non_image_download_leaves_no_file(
 # -- reprs ---------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_reprs_hide_secrets_and_personal_data(
     respx_mock: respx.MockRouter, client: PassbackClient
 ) -> None:

@@ -25,11 +25,6 @@ pytestmark = pytest.mark.anyio
 T = TypeVar("T")
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
-
-
 @pytest.fixture
 def fake(clock: FakeClock) -> FakePassbackServer:
     return FakePassbackServer(clock=clock, seed=7)

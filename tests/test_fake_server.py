@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from PIL import Image
@@ -62,7 +62,7 @@ def dimensions(body: bytes, expected_format: str = "JPEG") -> tuple[int, int]:
 # ---------------------------------------------------------------------------- attributes
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_attributes_payload_has_the_v3_shape_and_fresh_tokens_per_call() -> None:
     fake = FakePassbackServer()
     async with connect(fake) as http:
@@ -86,7 +86,7 @@ async def test_attributes_payload_has_the_v3_shape_and_fresh_tokens_per_call() -
     assert len(ids) == 4
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_attributes_accepts_a_bearer_header() -> None:
     fake = FakePassbackServer()
     async with connect(fake) as http:
@@ -97,7 +97,7 @@ async def test_attributes_accepts_a_bearer_header() -> None:
     assert fake.requests[-1].token_via == "header"
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("params", "headers"),
     [
@@ -118,7 +118,7 @@ async def test_attributes_without_a_valid_access_token_is_401(
     assert DEFAULT_ACCESS_TOKEN not in response.text
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_single_use_access_tokens_refuse_a_second_call() -> None:
     fake = FakePassbackServer(single_use_access_tokens=True)
     fresh = fake.issue_access_token()
@@ -129,7 +129,7 @@ async def test_single_use_access_tokens_refuse_a_second_call() -> None:
     assert [first.status_code, reused.status_code, other.status_code] == [200, 401, 200]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_attributes_without_document_tokens_when_the_feature_is_off() -> None:
     fake = FakePassbackServer(document_tokens_enabled=False)
     async with connect(fake) as http:
@@ -142,7 +142,7 @@ async def test_attributes_without_document_tokens_when_the_feature_is_off() -> N
 # ---------------------------------------------------------------------------- documents
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize("api_token", [None, "", "1234567-fd03-4ca4-a93e-000000000000"])
 async def test_document_without_the_api_token_is_401_and_not_counted(
     api_token: str | None,
@@ -157,7 +157,7 @@ async def test_document_without_the_api_token_is_401_and_not_counted(
     assert fake.count(status=401, counted=False) == 1
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_unknown_document_token_is_404() -> None:
     fake = FakePassbackServer()
     async with connect(fake) as http:
@@ -168,7 +168,7 @@ async def test_unknown_document_token_is_404() -> None:
     assert fake.requests[-1].document is None
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize("size", ["99x200", "abc", "300x1001", ""])
 async def test_a_size_the_sizing_module_rejects_is_400_and_not_counted(size: str) -> None:
     fake = FakePassbackServer()
@@ -182,7 +182,7 @@ async def test_a_size_the_sizing_module_rejects_is_400_and_not_counted(size: str
     assert fake.requests[0].size == size
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_document_is_a_jpeg_of_the_original_size_without_a_size() -> None:
     fake = FakePassbackServer()
     token = fake.issue_document()
@@ -195,7 +195,7 @@ async def test_document_is_a_jpeg_of_the_original_size_without_a_size() -> None:
     assert response.content == fake.served_bytes(token)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_document_is_resized_to_fit_inside_the_requested_box() -> None:
     fake = FakePassbackServer()
     token = fake.issue_document("back")
@@ -206,7 +206,7 @@ async def test_document_is_resized_to_fit_inside_the_requested_box() -> None:
     assert fake.requests[-1].size == "300x200"
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_seed_example_500x400_asked_300x200_gives_250x200() -> None:
     fake = FakePassbackServer(original_size=(500, 400))
     token = fake.issue_document()
@@ -215,7 +215,7 @@ async def test_the_seed_example_500x400_asked_300x200_gives_250x200() -> None:
     assert dimensions(response.content) == (250, 200)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_smaller_original_is_never_enlarged() -> None:
     fake = FakePassbackServer(original_size=(200, 150), image_format="PNG")
     token = fake.issue_document()
@@ -244,7 +244,7 @@ def test_served_bytes_rejects_unknown_tokens_and_bad_sizes() -> None:
         fake.served_bytes(token, "99x200")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_image_bytes_are_served_verbatim_in_64_kib_chunks() -> None:
     payload = bytes(range(256)) * 1024  # 256 KiB
     fake = FakePassbackServer(image_bytes=payload)
@@ -275,7 +275,7 @@ async def test_image_bytes_are_served_verbatim_in_64_kib_chunks() -> None:
     assert fake.served_bytes(token, "300x200") == payload
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_wrong_methods_are_405() -> None:
     fake = FakePassbackServer()
     token = fake.issue_document()
@@ -295,7 +295,7 @@ async def test_wrong_methods_are_405() -> None:
 # ---------------------------------------------------------------------------- refresh
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_refresh_returns_a_new_token_that_shares_the_budget() -> None:
     clock = FakeClock()
     fake = FakePassbackServer(clock=clock)
@@ -313,7 +313,7 @@ async def test_refresh_returns_a_new_token_that_shares_the_budget() -> None:
         assert (await fetch(http, old)).content == (await fetch(http, new)).content
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_refresh_is_not_rate_limited_and_checks_the_api_token() -> None:
     fake = FakePassbackServer(clock=FakeClock())
     token = fake.issue_document()
@@ -328,7 +328,7 @@ async def test_refresh_is_not_rate_limited_and_checks_the_api_token() -> None:
 # ---------------------------------------------------------------------------- rate limits
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("algorithm", "retry_after"), [("sliding", 60), ("fixed", 60), ("bucket", 30)]
 )
@@ -350,7 +350,7 @@ async def test_the_third_request_in_a_window_is_429_until_retry_after_passes(
     assert fake.count(status=429, counted=False) == 2
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_sliding_window_rolls_with_each_request() -> None:
     clock = FakeClock()
     fake = FakePassbackServer(clock=clock, algorithm="sliding")
@@ -367,7 +367,7 @@ async def test_the_sliding_window_rolls_with_each_request() -> None:
     assert fake.max_in_window(token) == 2
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_fixed_window_allows_two_at_its_end_and_two_at_the_next_start() -> None:
     clock = FakeClock()
     fake = FakePassbackServer(clock=clock, algorithm="fixed")
@@ -385,7 +385,7 @@ async def test_the_fixed_window_allows_two_at_its_end_and_two_at_the_next_start(
     assert fake.max_in_window(token, include_rejected=True) == 6
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_token_bucket_refills_one_request_in_thirty_seconds() -> None:
     clock = FakeClock()
     fake = FakePassbackServer(clock=clock, algorithm="bucket")
@@ -400,7 +400,7 @@ async def test_the_token_bucket_refills_one_request_in_thirty_seconds() -> None:
     assert fake.max_in_window(token) == 3
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_429_does_not_spend_budget() -> None:
     clock = FakeClock()
     fake = FakePassbackServer(clock=clock)
@@ -415,7 +415,7 @@ async def test_a_429_does_not_spend_budget() -> None:
         assert [(await fetch(http, token)).status_code for _ in range(2)] == [200, 200]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_budgets_are_per_document() -> None:
     fake = FakePassbackServer(clock=FakeClock())
     tokens = [fake.issue_document(), fake.issue_document("back")]
@@ -425,7 +425,7 @@ async def test_budgets_are_per_document() -> None:
     assert fake.max_in_window() == 2
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize("value", [7, "Wed, 21 Oct 2015 07:28:00 GMT"])
 async def test_retry_after_can_be_fixed(value: int | str) -> None:
     fake = FakePassbackServer(clock=FakeClock(), limit=1, retry_after=value)
@@ -439,7 +439,7 @@ async def test_retry_after_can_be_fixed(value: int | str) -> None:
 # ---------------------------------------------------------------------------- faults
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_scripted_answers_come_in_order_then_the_limiter_resumes() -> None:
     fake = FakePassbackServer(clock=FakeClock())
     token = fake.issue_document()
@@ -471,7 +471,7 @@ async def test_scripted_answers_come_in_order_then_the_limiter_resumes() -> None
     assert not fake.requests[6].scripted
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_refreshed_token_plays_the_same_script() -> None:
     fake = FakePassbackServer()
     token = fake.issue_document()
@@ -495,7 +495,7 @@ def test_script_rejects_unknown_steps_and_tokens() -> None:
         fake.script("8003c78ead9641bcbd284e97acac3f85", [500])
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("knob", "status", "content_type", "fault"),
     [
@@ -525,7 +525,7 @@ async def test_fault_rates_of_one_fault_every_request(
     )
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_seed_replays_the_same_faults() -> None:
     async def statuses(fake: FakePassbackServer) -> list[int]:
         token = fake.issue_document()
@@ -538,25 +538,29 @@ async def test_a_seed_replays_the_same_faults() -> None:
     assert {200, 500} == set(first)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_latency_is_slept_on_the_clock_after_counting() -> None:
     clock = FakeClock()
     fake = FakePassbackServer(clock=clock, latency=lambda: 5.0)
     token = fake.issue_document()
-    async with connect(fake) as http:
-        pending = asyncio.create_task(fetch(http, token))
+    responses: list[httpx.Response] = []
+
+    async def one() -> None:
+        responses.append(await fetch(http, token))
+
+    async with connect(fake) as http, anyio.create_task_group() as group:
+        group.start_soon(one)
         await clock.advance(4.9)
-        assert not pending.done()
+        assert responses == []
         assert fake.requests[-1].time == 0  # counted on arrival
         await clock.advance(0.1)
-        response = await pending
-    assert response.status_code == 200
+    assert [r.status_code for r in responses] == [200]
 
 
 # ---------------------------------------------------------------------------- the rest
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_lifespan_startup_and_shutdown_complete() -> None:
     fake = FakePassbackServer()
     incoming = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
@@ -572,7 +576,7 @@ async def test_lifespan_startup_and_shutdown_complete() -> None:
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_repr_holds_no_secret() -> None:
     fake = FakePassbackServer(api_token="1234567-aaaa-4ca4-a93e-aae6fce8e82b")
     token = fake.issue_document()
@@ -585,7 +589,7 @@ async def test_repr_holds_no_secret() -> None:
     assert "documents=1" in text
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_passback_fake_fixture_serves_its_known_credentials(
     passback_fake: FakePassbackServer,
 ) -> None:

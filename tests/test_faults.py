@@ -26,11 +26,6 @@ from ._loopback import free_port, serve
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def client_for(fake: FakePassbackServer, base_url: str, **options: object) -> PassbackClient:
     return PassbackClient(fake.api_token, base_url=base_url, **options)  # type: ignore[arg-type]
 
@@ -53,14 +48,17 @@ async def test_500_downloads_through_injected_faults_arrive_whole(tmp_path: Path
     )
     tokens = [fake.issue_document() for _ in range(500)]
     with serve(fake) as base_url:
-        async with client_for(
-            fake,
-            base_url,
-            limiter=RateLimiter(2, 1.0),
-            timeout=httpx.Timeout(1.0, connect=5.0),
-            retry_policy=RetryPolicy(max_retries=5, backoff_initial=0.05, backoff_max=0.5),
-        ) as client:
-            results = [r async for r in client.download_many(tokens, tmp_path, concurrency=32)]
+        async with (
+            client_for(
+                fake,
+                base_url,
+                limiter=RateLimiter(2, 1.0),
+                timeout=httpx.Timeout(1.0, connect=5.0),
+                retry_policy=RetryPolicy(max_retries=5, backoff_initial=0.05, backoff_max=0.5),
+            ) as client,
+            client.download_many(tokens, tmp_path, concurrency=32) as job,
+        ):
+            results = [r async for r in job]
 
     assert sorted(r.index for r in results) == list(range(500))
     ok = [r for r in results if r.ok]

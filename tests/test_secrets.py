@@ -22,11 +22,6 @@ API_TOKEN = "7654321-aaaa-4bbb-8ccc-ddddeeeeffff"
 ACCESS_TOKEN = "acc3ss70k3n0f7h3us3rwh0s1gn3d1n0"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Capture(logging.Handler):
     """Keeps every record of every logger, formatted as a handler would print it."""
 
@@ -133,12 +128,9 @@ async def test_no_secret_escapes_in_any_outcome(
                 await client.get_document(unknown)  # 404
             texts.append(exposed(caught.value))
 
-            results = [
-                r
-                async for r in client.fetch_many(
-                    [front, DocumentRequest(unknown), "bad/token"], concurrency=2
-                )
-            ]
+            results = await client.fetch_all(
+                [front, DocumentRequest(unknown), "bad/token"], concurrency=2
+            )
             texts += [repr(r) for r in results] + [exposed(r.error) for r in results if r.error]
 
             with pytest.raises(PassbackError) as caught:

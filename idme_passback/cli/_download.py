@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import TextIO
 
 import attrs
 
-from .._tokens import shorten
 from ..bulk import FetchResult, ItemLike
 from ..errors import AuthenticationError, PermissionDeniedError
 from ..sizing import parse_size
@@ -33,7 +31,6 @@ class _Sent:
 
     index: int
     size: str | None
-    named: bool
 
 
 def _canonical_size(raw: str | None, default: str | None) -> str | None:
@@ -69,37 +66,13 @@ class _Feed:
                 if self._done and key(row.token, size) in self._done:
                     self.skipped += 1
                     continue
-                self._in_flight[fed] = _Sent(row.index, size, row.filename is not None)
+                self._in_flight[fed] = _Sent(row.index, size)
                 fed += 1
                 yield row.item()
 
     def claim(self, fed_index: int) -> _Sent:
         """Return (and forget) what was remembered of the item the library numbered so."""
         return self._in_flight.pop(fed_index)
-
-
-def _input_name(path: Path, fed: int, index: int, token: str, *, overwrite: bool) -> Path:
-    """Rename a file the library named after its place in this run to its place in the input.
-
-    Only a resumed run feeds the library fewer items than the input holds,
-    so only there do the two numbers differ. If the name is taken (or not
-    the library's pattern), the file keeps its name; the manifest records
-    where it is either way.
-    """
-    short = shorten(token).rstrip("\u2026")
-    given = f"{fed:06d}-{short}"
-    if fed == index or not path.name.startswith(given):
-        return path
-    wanted = path.with_name(f"{index:06d}-{short}{path.name[len(given) :]}")
-    try:
-        if overwrite:
-            os.replace(path, wanted)
-        else:
-            os.link(path, wanted)  # fails, rather than replaces, if the name is taken
-            path.unlink()
-    except OSError:
-        return path
-    return wanted
 
 
 def _open_input(name: str, ctx: Context) -> TextIO:
@@ -170,12 +143,7 @@ async def download_many(args: argparse.Namespace, ctx: Context) -> int:
         async with results as stream:
             async for result in stream:
                 sent = feed.claim(result.index)
-                path = result.path
-                if path is not None and not sent.named:
-                    path = _input_name(
-                        path, result.index, sent.index, result.token, overwrite=args.overwrite
-                    )
-                manifest.write(make_record(sent.index, result, sent.size, path))
+                manifest.write(make_record(sent.index, result, sent.size, result.path))
                 tally.add(result)
                 if isinstance(result.error, AuthenticationError | PermissionDeniedError):
                     # A refused API token fails every item alike: stop spending requests.

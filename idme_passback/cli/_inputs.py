@@ -44,11 +44,17 @@ class Row:
     def item(self) -> ItemLike:
         """Return the item to hand to :meth:`PassbackClient.download_many`.
 
-        A malformed size is handed over raw, so the library rejects it as this
-        item's own error (reported like any other) rather than ending the job.
+        Without a file name, the file is named after the row's place in the
+        input (``000042-d9ec9c.jpg``), so a resumed run names it as a fresh
+        one would. A malformed size is handed over raw, so the library
+        rejects it as this item's own error (reported like any other) rather
+        than ending the job.
         """
+        stem = None
+        if self.filename is None:
+            stem = f"{self.index:06d}-{shorten(self.token).rstrip(chr(0x2026))}"
         try:
-            return DocumentRequest(self.token, self.size, self.filename)
+            return DocumentRequest(self.token, self.size, self.filename, stem)
         except InvalidSizeError:
             return (self.token, self.size)
 

@@ -36,8 +36,9 @@ class ProgressLine:
     Example::
 
         progress = ProgressLine(sys.stderr)
-        async for result in client.download_many(tokens, "out/", on_progress=progress):
-            ...
+        async with client.download_many(tokens, "out/", on_progress=progress) as results:
+            async for result in results:
+                ...
         progress.finish()
     """
 

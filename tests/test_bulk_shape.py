@@ -1,0 +1,196 @@
+"""Bulk jobs under structured concurrency: every way out of the loop is safe, fair, bounded."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from idme_passback import PassbackClient, Progress, RateLimiter
+from idme_passback.testing import FakeClock, FakePassbackServer
+
+pytestmark = pytest.mark.anyio
+
+
+class Boom(Exception):
+    """The caller's own exception."""
+
+
+@pytest.fixture
+def fake(clock: FakeClock) -> FakePassbackServer:
+    return FakePassbackServer(clock=clock, seed=5, limit=1000)
+
+
+@pytest.fixture
+async def client(fake: FakePassbackServer, clock: FakeClock) -> AsyncIterator[PassbackClient]:
+    async with PassbackClient(
+        fake.api_token,
+        base_url="http://fake/",
+        transport=httpx.ASGITransport(app=fake),
+        limiter=RateLimiter(clock=clock),
+    ) as passback:
+        yield passback
+
+
+def documents(fake: FakePassbackServer) -> int:
+    return fake.count(endpoint="document")
+
+
+async def test_a_bare_async_for_fails_at_once_and_sends_nothing(
+    client: PassbackClient, fake: FakePassbackServer
+) -> None:
+    tokens = [fake.issue_document() for _ in range(5)]
+    with pytest.raises(TypeError, match="async with"):
+        async for _ in client.fetch_many(tokens):  # type: ignore[attr-defined]
+            pass
+    with pytest.raises(TypeError, match="async with"):
+        async for _ in client.download_many(tokens, "."):  # type: ignore[attr-defined]
+            pass
+    await anyio.sleep(0)  # the caller's next await is not cancelled
+    assert documents(fake) == 0
+
+
+@pytest.mark.parametrize("method", ["fetch_many", "download_many"])
+async def test_break_with_awaits_in_the_body_leaves_cleanly_and_stops_sending(
+    client: PassbackClient, fake: FakePassbackServer, tmp_path: Path, method: str
+) -> None:
+    tokens = [fake.issue_document() for _ in range(200)]
+    job = (
+        client.fetch_many(tokens, concurrency=4)
+        if method == "fetch_many"
+        else client.download_many(tokens, tmp_path, concurrency=4)
+    )
+    seen = 0
+    async with job as results:
+        async for _ in results:
+            await anyio.sleep(0)
+            seen += 1
+            if seen == 3:
+                break
+    sent = documents(fake)
+    await anyio.sleep(0)
+    await anyio.sleep(0)
+    assert documents(fake) == sent  # nothing more after leaving
+    assert sent <= 3 + 4 + 1  # what was delivered, the slots in flight, one being read
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial file
+
+
+async def test_an_exception_in_the_body_reaches_the_caller_unwrapped(
+    client: PassbackClient, fake: FakePassbackServer
+) -> None:
+    tokens = [fake.issue_document() for _ in range(50)]
+
+    async def loop() -> None:
+        async with client.fetch_many(tokens, concurrency=4) as results:
+            async for _ in results:
+                await anyio.sleep(0)
+                raise Boom
+
+    with pytest.raises(Boom) as caught:
+        await loop()
+    assert type(caught.value) is Boom
+    sent = documents(fake)
+    await anyio.sleep(0)
+    assert documents(fake) == sent
+    assert sent < 50
+
+
+async def test_return_from_inside_the_loop_is_safe(
+    client: PassbackClient, fake: FakePassbackServer
+) -> None:
+    tokens = [fake.issue_document() for _ in range(50)]
+
+    async def first_ok() -> int:
+        async with client.fetch_many(tokens, concurrency=4) as results:
+            async for result in results:
+                await anyio.sleep(0)
+                if result.ok:
+                    return result.index
+        return -1
+
+    assert await first_ok() >= 0
+    sent = documents(fake)
+    await anyio.sleep(0)
+    assert documents(fake) == sent < 50
+
+
+async def test_an_exception_in_on_progress_reaches_the_caller_unwrapped(
+    client: PassbackClient, fake: FakePassbackServer
+) -> None:
+    tokens = [fake.issue_document() for _ in range(20)]
+
+    def progress(report: Progress) -> None:
+        if report.done == 2:
+            raise Boom
+
+    async def loop() -> None:
+        async with client.fetch_many(tokens, on_progress=progress) as results:
+            async for _ in results:
+                pass
+
+    with pytest.raises(Boom) as caught:
+        await loop()
+    assert type(caught.value) is Boom
+
+
+async def test_a_long_run_of_one_document_never_delays_anothers_first_request(
+    clock: FakeClock,
+) -> None:
+    fake = FakePassbackServer(clock=clock, seed=6)  # the real budget: 2 per 60 s
+    busy, other = fake.issue_document(), fake.issue_document()
+    firsts: dict[str, float] = {}
+    async with PassbackClient(
+        fake.api_token,
+        base_url="http://fake/",
+        transport=httpx.ASGITransport(app=fake),
+        limiter=RateLimiter(clock=clock),
+    ) as client:
+
+        async def consume() -> None:
+            async with client.fetch_many([busy] * 1100 + [other], concurrency=4) as results:
+                async for result in results:
+                    firsts.setdefault(result.token, clock.now())
+                    if result.token == other:
+                        break
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            await clock.advance(1.0)
+    assert firsts[other] == 0.0  # within the first round trip, not after 1,100 of `busy`
+    assert fake.count(status=429) == 0
+    assert fake.count(endpoint="document", status=200) == 3  # two of busy, one of other
+
+
+async def test_fetch_many_holds_at_most_concurrency_images_for_a_slow_consumer(
+    client: PassbackClient, fake: FakePassbackServer, clock: FakeClock
+) -> None:
+    tokens = [fake.issue_document() for _ in range(60)]
+    held: list[int] = []
+
+    async def consume() -> None:
+        consumed = 0
+        async with client.fetch_many(tokens, concurrency=4) as results:
+            async for _ in results:
+                consumed += 1
+                held.append(fake.count(endpoint="document", status=200) - consumed)
+                await clock.sleep(1.0)  # a slow consumer
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(consume)
+        await clock.run_until_idle()
+    assert len(held) == 60
+    assert max(held) <= 4  # answered but not yet taken: one per slot at most
+
+
+async def test_fetch_all_returns_every_result_in_input_order(
+    client: PassbackClient, fake: FakePassbackServer
+) -> None:
+    tokens = [fake.issue_document() for _ in range(10)]
+    results = await client.fetch_all([*tokens, "not a token"], concurrency=3)
+    assert [r.index for r in results] == list(range(11))
+    assert all(r.ok for r in results[:10])
+    assert not results[10].ok
+    assert [r.token for r in results[:10]] == tokens
