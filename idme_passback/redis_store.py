@@ -310,7 +310,9 @@ class RedisStore:
         assume_fresh: trust a group of documents that has no epoch yet as
             never used, instead of pausing it for one period. Only where
             that is certain: a brand-new Redis or prefix, tests. A reset
-            that a running process has seen is detected all the same.
+            that a running process has seen is detected all the same. By
+            default, true with a test ``clock`` (tests start on an empty
+            prefix) and false otherwise.
         clock: for tests only: read this clock instead of the server's ``TIME``.
 
     Raises:
@@ -328,7 +330,7 @@ class RedisStore:
         *,
         prefix: str = "idme-passback:",
         lease: float = DEFAULT_LEASE,
-        assume_fresh: bool = False,
+        assume_fresh: bool | None = None,
         clock: Clock | None = None,
     ) -> None:
         _check_client(redis)
@@ -341,6 +343,8 @@ class RedisStore:
         self._redis = cast("Any", redis)
         self._prefix = prefix
         self._lease = float(lease)
+        if assume_fresh is None:
+            assume_fresh = clock is not None
         self._fresh = "1" if assume_fresh else "0"
         self._clock = clock
         # Per group: the epoch id and the highest write count this store has seen.

@@ -325,12 +325,19 @@ async def test_a_store_that_forgot_pauses_its_documents_for_one_period(
 async def test_a_store_never_seen_pauses_its_first_use_unless_assumed_fresh(
     connection: aredis.Redis, prefix: str
 ) -> None:
-    clock = FakeClock()
-    careful = RedisStore(connection, prefix=prefix, clock=clock)
-    # An empty store looks exactly like one that forgot.
-    assert await careful.reserve("doc", reservation=ids(), limit=2, period=60.0) == Denied(60.0)
-    trusting = RedisStore(connection, prefix=prefix + "new:", clock=clock, assume_fresh=True)
+    # An empty store looks exactly like one that forgot: by default, the first
+    # use of each group of documents pauses it for one period.
+    careful = RedisStore(connection, prefix=prefix)
+    denied = await careful.reserve("doc", reservation=ids(), limit=2, period=60.0)
+    assert isinstance(denied, Denied)
+    assert 59.0 <= denied.delay <= 60.0
+    trusting = RedisStore(connection, prefix=prefix + "new:", assume_fresh=True)
     assert isinstance(await trusting.reserve("doc", reservation=ids(), limit=2, period=60.0), Grant)
+    # A test clock means a test, which starts on an empty prefix.
+    on_test_time = RedisStore(connection, prefix=prefix + "test:", clock=FakeClock())
+    assert isinstance(
+        await on_test_time.reserve("doc", reservation=ids(), limit=2, period=60.0), Grant
+    )
 
 
 async def test_an_epoch_replaced_by_a_trusting_newcomer_still_pauses_the_others(
