@@ -22,7 +22,9 @@ import attrs
 import httpx
 
 from . import bulk
+from ._attributes import AttributesDecoder
 from ._body import ImageBody, read_image
+from ._calls import Session, attributes_once, document_once, refresh_once
 from ._config import (
     ATTRIBUTES,
     CLIENT_DEFAULT,
@@ -40,15 +42,16 @@ from ._config import (
 from ._deadline import Deadline, Timeout
 from ._engine import Gate
 from ._files import check_target, write_atomically
-from ._http import Wire, decode_json, retryable, translate
+from ._http import Wire, retryable
+from ._jose import JWKSSource
 from ._redact import install_redaction
 from ._tokens import check_access_token, check_token
 from ._version import __version__
-from .errors import ConfigurationError, MalformedResponseError, PassbackError
+from .errors import ConfigurationError, PassbackError
 from .limiter import RateLimiter
-from .models import Attributes, DocumentImage, parse_attributes
+from .models import Attributes, DocumentImage
 from .retry import RetryPolicy, call_with_retries
-from .sizing import SizeLike, parse_size
+from .sizing import Size, SizeLike, parse_size
 
 __all__ = [
     "CLIENT_DEFAULT",
@@ -105,6 +108,10 @@ class PassbackClient:
             identity document rather than per side. Off by default: the API
             documents the limit "per document", and each side is fetched as one.
         retry_policy: backoff and Retry-After settings (see :class:`RetryPolicy`).
+        attributes_decryption_key: the consumer's RSA private key (PEM, a JWK
+            dict or a joserfc key), for attributes answered as a JWE.
+        verify_attributes_jwt: verify a JWT answer against ID.me's JWKS for
+            the base URL (the default); off only behind a proxy that re-signs.
 
     Raises:
         ConfigurationError: no API token, an unknown environment, an unsafe
@@ -128,6 +135,8 @@ class PassbackClient:
         pair_front_back: bool = False,
         allow_insecure_http: bool = False,
         retry_policy: RetryPolicy | None = None,
+        attributes_decryption_key: object | None = None,
+        verify_attributes_jwt: bool = True,
     ) -> None:
         if api_token is None:
             api_token = os.environ.get("IDME_API_TOKEN") or None
@@ -149,9 +158,7 @@ class PassbackClient:
                 allow_insecure_http=allow_insecure_http,
             )
         )
-        self._access_token_in = access_token_in
         self._pair_front_back = pair_front_back
-        self._timeout: Timeout = timeout
         self._deadline = check_deadline(deadline)
         policy = retry_policy or RetryPolicy()
         if max_retries is not None:
@@ -162,7 +169,20 @@ class PassbackClient:
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(transport=transport, timeout=timeout)
-        self._wire = Wire(self._http, {"User-Agent": f"idme-passback/{__version__}"})
+        jwks = JWKSSource(self._base_url, self._http, clock=self._limiter.clock)
+        self._session = Session(
+            wire=Wire(self._http, {"User-Agent": f"idme-passback/{__version__}"}),
+            base_url=self._base_url,
+            api_token=self._api_token,
+            timeout=timeout,
+            access_token_in=access_token_in,
+            decoder=AttributesDecoder(
+                jwks,
+                decryption_key=attributes_decryption_key,
+                verify=verify_attributes_jwt,
+            ),
+            default_hold=policy.default_retry_after or self._limiter.period,
+        )
         install_redaction()
 
     # -- lifecycle -----------------------------------------------------------
@@ -221,25 +241,13 @@ class PassbackClient:
             APIStatusError, TransportError, MalformedResponseError: other failures.
         """
         access_token = check_access_token(access_token)
-        secrets = (self._api_token, access_token)
-        params: dict[str, str] = {}
-        headers: dict[str, str] = {}
-        if self._access_token_in == "header":
-            headers["Authorization"] = f"Bearer {access_token}"
-        else:
-            params["access_token"] = access_token
-        url = self._base_url + ATTRIBUTES.path
         limit = self._start(deadline)
-
-        async def attempt() -> Attributes:
-            request = self._wire.build(
-                "GET", url, params=params, headers=headers, timeout=self._cap(timeout, limit)
-            )
-            response = await self._wire.send(request, ATTRIBUTES, secrets, limit)
-            body = await self._wire.read(response, ATTRIBUTES, secrets, limit)
-            return parse_attributes(decode_json(body, ATTRIBUTES))
-
-        attributes = await self._retrying(attempt, ATTRIBUTES, self._policy.max_retries, limit)
+        attributes = await self._retrying(
+            lambda: attributes_once(self._session, access_token, timeout, limit),
+            ATTRIBUTES,
+            self._policy.max_retries,
+            limit,
+        )
         if self._pair_front_back and attributes.has_document_tokens:
             await self._pair(attributes)
         return attributes
@@ -336,21 +344,13 @@ class PassbackClient:
             APIStatusError, TransportError: other failures.
         """
         token = check_token(token)
-        secrets = (self._api_token, token)
-        url = f"{self._base_url}{REFRESH.path}{token}"
-        params = {"token": self._api_token}
         limit = self._start(deadline)
-
-        async def attempt() -> str:
-            request = self._wire.build(
-                "POST", url, params=params, timeout=self._cap(timeout, limit)
-            )
-            response = await self._wire.send(request, REFRESH, secrets, limit)
-            payload = decode_json(await self._wire.read(response, REFRESH, secrets, limit), REFRESH)
-            return _new_token(payload)
-
-        retries = self._retries(max_retries)
-        new_token = await self._retrying(attempt, REFRESH, retries, limit)
+        new_token = await self._retrying(
+            lambda: refresh_once(self._session, token, timeout, limit),
+            REFRESH,
+            self._retries(max_retries),
+            limit,
+        )
         await self._limiter.link(new_token, token)
         return new_token
 
@@ -444,10 +444,6 @@ class PassbackClient:
         seconds = self._deadline if deadline is CLIENT_DEFAULT else check_deadline(deadline)
         return Deadline.after(self._limiter.clock, seconds)
 
-    def _cap(self, timeout: _TimeoutArg, deadline: Deadline) -> Timeout:
-        chosen = self._timeout if timeout is CLIENT_DEFAULT else timeout
-        return deadline.cap(chosen)
-
     def _retries(self, max_retries: int | None) -> int:
         return self._policy.max_retries if max_retries is None else check_retries(max_retries)
 
@@ -467,7 +463,7 @@ class PassbackClient:
     async def _document(
         self,
         token: str,
-        box: SizeLike | None,
+        box: Size | None,
         consume: Callable[[ImageBody], Awaitable[T]],
         *,
         timeout: _TimeoutArg,
@@ -475,64 +471,27 @@ class PassbackClient:
         deadline: _DeadlineArg,
     ) -> T:
         limit = self._start(deadline)
-        retries = self._retries(max_retries)
         return await self._retrying(
-            lambda: self._document_attempt(token, box, consume, timeout, limit, None),
+            lambda: document_once(
+                self._session, self._limiter.acquire, token, box, consume, timeout, limit
+            ),
             DOCUMENT,
-            retries,
+            self._retries(max_retries),
             limit,
         )
 
     async def _bulk_document(
-        self, token: str, box: SizeLike | None, consume: bulk.Consume[T], gate: Gate
+        self, token: str, box: Size | None, consume: bulk.Consume[T], gate: Gate
     ) -> T:
         # Bulk items queue for their turn: that wait is not theirs to time out on.
         # Each attempt keeps its timeouts, and retries stay bounded by max_retries.
         limit = Deadline.after(self._limiter.clock, None)
         return await self._retrying(
-            lambda: self._document_attempt(token, box, consume, CLIENT_DEFAULT, limit, gate),
+            lambda: document_once(self._session, gate, token, box, consume, CLIENT_DEFAULT, limit),
             DOCUMENT,
             self._policy.max_retries,
             limit,
         )
-
-    async def _document_attempt(  # noqa: PLR0917 - private; two call sites
-        self,
-        token: str,
-        box: SizeLike | None,
-        consume: Callable[[ImageBody], Awaitable[T]],
-        timeout: _TimeoutArg,
-        limit: Deadline,
-        gate: Gate | None,
-    ) -> T:
-        secrets = (self._api_token, token)
-        url = f"{self._base_url}{DOCUMENT.path}{token}"
-        params = {"token": self._api_token}
-        if box is not None:
-            params["size"] = str(parse_size(box))
-        enter = gate or self._limiter.acquire
-        async with enter(token, timeout=limit.wait_allowed()) as permit:
-            # A slow limiter (or its store) may have used up the time: do not send late.
-            limit.check("while waiting on the rate limiter", sent=False)
-            request = self._wire.build(
-                "POST", url, params=params, timeout=self._cap(timeout, limit)
-            )
-            response = await self._wire.send(
-                request,
-                DOCUMENT,
-                secrets,
-                limit,
-                permit=permit,
-                default_hold=self._policy.default_retry_after or self._limiter.period,
-            )
-            body = ImageBody(response, limit)
-            try:
-                return await consume(body)
-            except httpx.HTTPError as exc:
-                raise translate(exc, secrets, DOCUMENT) from None
-            finally:
-                await body.aclose()
-                await response.aclose()
 
     async def _pair(self, attributes: Attributes) -> None:
         # The access token is spent by now: nothing here may raise the payload away.
@@ -542,15 +501,3 @@ class PassbackClient:
                 await self._limiter.link(tokens.back, tokens.front)
         except PassbackError as exc:
             logger.warning("could not pair the front and back budgets: %s", type(exc).__name__)
-
-
-def _new_token(payload: object) -> str:
-    new_token = payload.get("document_token") if isinstance(payload, dict) else None
-    if not isinstance(new_token, str):
-        raise MalformedResponseError("the refresh answer has no 'document_token' string")
-    try:
-        return check_token(new_token)
-    except PassbackError:
-        raise MalformedResponseError(
-            "the refresh answer's 'document_token' is not a usable token"
-        ) from None

@@ -31,7 +31,6 @@ ATTRIBUTES = BASE + "api/public/v3/attributes.json"
 ACCESS_TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 API_TOKEN = "1234567-fd03-4ca4-a93e-aae6fce8e82b"
 FRONT = "d9ec9c13-f3e6-4b2e-a34f-e3f45b21206f"
-WIRING = pytest.mark.xfail(reason="needs get_attributes wiring", strict=True)
 
 
 def client_for(fake: FakePassbackServer, **options: Any) -> PassbackClient:
@@ -138,7 +137,6 @@ async def test_a_200_carrying_an_error_is_that_error(
     assert caught.value.error_description == "The access token is invalid"
 
 
-@WIRING
 async def test_a_200_error_echoing_the_access_token_is_scrubbed() -> None:
     body = {"error": "invalid_token", "error_description": f"token {ACCESS_TOKEN} is bad"}
     async with answering(json.dumps(body)) as client:
@@ -178,7 +176,6 @@ async def test_broken_document_tokens_are_malformed_but_keep_the_payload(value: 
 # -- JWT and JWE through get_attributes (once it decodes them) ------------------------------
 
 
-@WIRING
 @pytest.mark.parametrize("form", ["jwt", "jwt_quoted"])
 async def test_get_attributes_reads_a_signed_answer(form: Any) -> None:
     fake = FakePassbackServer(idme=FakeIdMe(attributes_format=form))
@@ -188,7 +185,6 @@ async def test_get_attributes_reads_a_signed_answer(form: Any) -> None:
     assert attributes.document_tokens.back is not None
 
 
-@WIRING
 @pytest.mark.parametrize("form", ["jwe", "jwe_quoted"])
 async def test_get_attributes_reads_an_encrypted_answer(form: Any) -> None:
     fake = FakePassbackServer(idme=FakeIdMe(attributes_format=form))
@@ -198,7 +194,6 @@ async def test_get_attributes_reads_an_encrypted_answer(form: Any) -> None:
     assert attributes.has_document_tokens
 
 
-@WIRING
 async def test_get_attributes_names_the_option_an_encrypted_answer_needs() -> None:
     fake = FakePassbackServer(idme=FakeIdMe(attributes_format="jwe"))
     async with client_for(fake) as client:
@@ -206,7 +201,6 @@ async def test_get_attributes_names_the_option_an_encrypted_answer_needs() -> No
             await client.get_attributes(fake.access_token)
 
 
-@WIRING
 async def test_get_attributes_refuses_a_tampered_jwt() -> None:
     fake = FakePassbackServer(idme=FakeIdMe(attributes_format="jwt"))
     forged = fake.idme.keys.sign(payload())[:-4] + "AAAA"
