@@ -339,7 +339,16 @@ class _Lines:
             self._roots[alias] = (root, self._clock.now() + self._lineage_ttl)
             if len(self._roots) > 1024 and len(self._roots) % 1024 == 0:
                 self._forget_expired_links()
-        await self._store.link(alias, token, self._lineage_ttl)
+        # By root: the link holds even where the store forgot the one before it.
+        if not self._bounded:
+            await self._store.link(alias, root, self._lineage_ttl)
+            return
+        with anyio.move_on_after(self._store_timeout) as scope:
+            await self._store.link(alias, root, self._lineage_ttl)
+        if scope.cancelled_caught:
+            raise LimiterUnavailableError(
+                f"the rate limiter's store did not answer within {self._store_timeout:g} s"
+            )
 
     def _forget_expired_links(self) -> None:
         now = self._clock.now()

@@ -143,6 +143,12 @@ async def test_a_frozen_redis_cannot_hold_an_acquire_past_its_timeout(
                 async with limiter.acquire("doc", timeout=1.0):
                     pytest.fail("granted by a frozen store")
             assert time.monotonic() - start < 1.4
+            # A refresh's link is bounded by the store timeout too.
+            hasty = RateLimiter(2, 60.0, store=limiter.store, store_timeout=0.5)
+            start = time.monotonic()
+            with pytest.raises(LimiterUnavailableError):
+                await hasty.link("refreshed-doc", "doc")
+            assert time.monotonic() - start < 1.0
             await anyio.sleep(max(0.0, frozen + 3.0 - time.monotonic()))
         # Thawed, Redis runs the reserves it was sent while frozen; their
         # callers are gone, and the discards kept for them win: both

@@ -25,6 +25,7 @@ from idme_passback import (
     ConfigurationError,
     Denied,
     Grant,
+    LimiterTimeoutError,
     LimiterUnavailableError,
     RateLimiter,
     RedisStore,
@@ -88,6 +89,29 @@ async def test_two_processes_share_one_budget(redis_url: str, prefix: str) -> No
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_client_that_decodes_responses_shares_the_same_budget(
+    redis_url: str, prefix: str
+) -> None:
+    raw, decoding = (
+        aredis.Redis.from_url(redis_url),
+        aredis.Redis.from_url(redis_url, decode_responses=True),
+    )
+    try:
+        first = RateLimiter(2, 60.0, store=RedisStore(raw, prefix=prefix, assume_fresh=True))
+        second = RateLimiter(2, 60.0, store=RedisStore(decoding, prefix=prefix))
+        async with first.acquire(TOKEN) as permit:
+            await permit.complete()
+        await first.link(REFRESHED, TOKEN)
+        async with second.acquire(REFRESHED, timeout=1.0) as permit:
+            await permit.complete()
+        with pytest.raises(LimiterTimeoutError):
+            async with second.acquire(REFRESHED, timeout=0.2):
+                pytest.fail("a third request in the period")
+    finally:
+        await raw.aclose()
+        await decoding.aclose()
 
 
 async def test_a_dead_processes_reservation_expires(connection: aredis.Redis, prefix: str) -> None:
