@@ -184,6 +184,25 @@ async def test_a_lost_reservation_of_a_refreshed_token_is_discarded_in_its_roots
     assert isinstance(await store.reserve(root, reservation=ids(), limit=1, period=60.0), Grant)
 
 
+async def test_valkey_pys_cluster_client_is_accepted(
+    cluster: RedisClusterNodes, prefix: str
+) -> None:
+    cluster_module = pytest.importorskip("valkey.asyncio.cluster")  # not a dependency
+    host, port = cluster.startup
+    client = cluster_module.ValkeyCluster(host=host, port=port)
+    try:
+        limiter = RateLimiter(2, 60.0, store=RedisStore(client, prefix=prefix, assume_fresh=True))
+        for token in ("doc", "doc", "other-doc"):
+            async with limiter.acquire(token, timeout=1.0) as permit:
+                await permit.complete()
+        await limiter.link("refreshed-doc", "doc")
+        with pytest.raises(LimiterTimeoutError):
+            async with limiter.acquire("refreshed-doc", timeout=0.2):
+                pytest.fail("a third request in the period")
+    finally:
+        await client.aclose()
+
+
 async def test_a_master_restarted_empty_pauses_its_own_documents_only(
     cluster: RedisClusterNodes, connect: Connect, prefix: str
 ) -> None:

@@ -396,3 +396,24 @@ async def test_a_store_rolled_back_to_an_older_state_pauses_its_documents(
     for key, dumped in snapshot.items():
         await connection.restore(key, 0, dumped, replace=True)
     assert await store.reserve("doc", reservation=ids(), limit=2, period=60.0) == Denied(60.0)
+
+
+async def test_valkey_pys_client_is_accepted_and_shares_the_budget(
+    redis_url: str, prefix: str
+) -> None:
+    valkey = pytest.importorskip("valkey.asyncio")  # an alternative client, not a dependency
+    ours, theirs = aredis.Redis.from_url(redis_url), valkey.Valkey.from_url(redis_url)
+    try:
+        first = RateLimiter(2, 60.0, store=RedisStore(ours, prefix=prefix, assume_fresh=True))
+        second = RateLimiter(2, 60.0, store=RedisStore(theirs, prefix=prefix))
+        for limiter in (first, second):
+            async with limiter.acquire(TOKEN, timeout=1.0) as permit:
+                await permit.complete()
+        with pytest.raises(LimiterTimeoutError):
+            async with second.acquire(TOKEN, timeout=0.2):
+                pytest.fail("a third request in the period")
+        with pytest.raises(ConfigurationError, match="pipeline"):
+            RedisStore(theirs.pipeline())
+    finally:
+        await ours.aclose()
+        await theirs.aclose()
