@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 
@@ -20,6 +20,7 @@ from .errors import (
     APIStatusError,
     ConfigurationError,
     InvalidGrantError,
+    InvalidTokenError,
     MalformedResponseError,
     OAuthError,
     PassbackConnectionError,
@@ -33,6 +34,8 @@ from .retry import parse_retry_after
 __all__ = [
     "base_url",
     "json_object",
+    "opaque",
+    "plausible",
     "redirect_uri",
     "scopes",
     "send",
@@ -41,6 +44,7 @@ __all__ = [
 ]
 
 _MAX_BODY = 64 * 1024
+_MAX_OPAQUE = 4096
 _WORDS_CHARS = 200
 
 
@@ -50,6 +54,30 @@ def words(value: object, hidden: Iterable[str]) -> str | None:
         return None
     text = "".join(c if c.isprintable() else " " for c in scrub(value, hidden))
     return " ".join(text.split())[:_WORDS_CHARS] or None
+
+
+def plausible(value: object) -> TypeGuard[str]:
+    """Whether ``value`` can be an opaque OAuth value: printable ASCII, no spaces, not absurd."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= _MAX_OPAQUE
+        and all("!" <= c <= "~" for c in value)
+    )
+
+
+def opaque(value: object, kind: str) -> str:
+    """Return ``value`` if it is a plausible code or token to send.
+
+    Raises:
+        InvalidTokenError: empty, not a string, too long, or holding whitespace,
+            control or non-ASCII characters (the value itself is not echoed).
+    """
+    if not plausible(value):
+        raise InvalidTokenError(
+            f"the {kind} must be a non-empty string of printable ASCII without spaces, "
+            f"at most {_MAX_OPAQUE} characters; refusing to send it"
+        )
+    return value
 
 
 def base_url(environment: str, given: str | httpx.URL | None, insecure_ok: bool) -> str:

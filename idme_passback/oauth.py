@@ -32,7 +32,6 @@ import httpx
 from . import _jose
 from . import _oauth_wire as _wire
 from ._redact import install_redaction
-from ._tokens import check_access_token
 from ._version import __version__
 from .client import DEFAULT_TIMEOUT
 from .clock import Clock, MonotonicClock
@@ -288,7 +287,9 @@ class OAuthClient:
         code = params.get("code")
         if not code:
             raise AuthorizationError("the callback has neither a code nor an error")
-        return check_access_token(code)
+        if not _wire.plausible(code):
+            raise AuthorizationError("the callback's code is not a plausible authorization code")
+        return code
 
     async def exchange_code(self, code: str, request: AuthorizationRequest) -> TokenSet:
         """Trade the callback's code for tokens (once: codes are single-use).
@@ -304,7 +305,7 @@ class OAuthClient:
             TokenVerificationError: the id_token does not verify.
             TransportError, APIStatusError, MalformedResponseError: other failures.
         """
-        code = check_access_token(code)
+        code = _wire.opaque(code, "authorization code")
         if "openid" in request.scopes:
             # Fetched before the code is spent: a JWKS outage must not cost the login.
             await self._jwks.load()
@@ -329,7 +330,7 @@ class OAuthClient:
             OAuthError, TokenVerificationError, TransportError, APIStatusError,
             MalformedResponseError: as for :meth:`exchange_code`.
         """
-        refresh_token = check_access_token(refresh_token)
+        refresh_token = _wire.opaque(refresh_token, "refresh token")
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         answer = await self._token(form, (refresh_token,), "refresh")
         answer.setdefault("refresh_token", refresh_token)

@@ -25,6 +25,7 @@ from idme_passback import (
     AuthorizationRequest,
     ConfigurationError,
     InvalidGrantError,
+    InvalidTokenError,
     MalformedResponseError,
     OAuthClient,
     OAuthError,
@@ -700,3 +701,20 @@ async def test_the_login_works_over_loopback() -> None:
                 attributes = await client.get_attributes(tokens.access_token)
                 front = await client.get_document(attributes.document_tokens.front)
     assert front.media_type == "image/jpeg"
+
+
+@pytest.mark.parametrize("bad", ["", "two words", "line\nbreak", "é", "x" * 5000])
+async def test_malformed_codes_and_refresh_tokens_send_nothing(
+    fake: FakePassbackServer, oauth: OAuthClient, bad: str
+) -> None:
+    request = oauth.authorization_request(scopes=[IAL2])
+    with pytest.raises(InvalidTokenError, match="authorization code") as caught:
+        await oauth.exchange_code(bad, request)
+    with pytest.raises(InvalidTokenError, match="refresh token"):
+        await oauth.refresh(bad)
+    if bad:
+        assert bad not in str(caught.value)
+        callback = str(httpx.URL(CALLBACK, params={"code": bad, "state": request.state}))
+        with pytest.raises(AuthorizationError, match="plausible"):
+            oauth.parse_callback(callback, request)
+    assert fake.count(endpoint="token") == 0
