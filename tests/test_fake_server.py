@@ -599,3 +599,14 @@ async def test_the_passback_fake_fixture_serves_its_known_credentials(
         tokens = {i["handle"]: i for i in attributes.json()["attributes"]}["document_tokens"]
         image = await fetch(http, tokens["value"]["front"], api_token=passback_fake.api_token)
     assert image.content == passback_fake.served_bytes(tokens["value"]["front"])
+
+
+@pytest.mark.asyncio  # most users' suites run on pytest-asyncio: the fixture must work there
+async def test_the_passback_fake_fixture_works_under_pytest_asyncio(
+    passback_fake: FakePassbackServer,
+) -> None:
+    token = passback_fake.issue_document()
+    async with connect(passback_fake) as http:
+        image = await fetch(http, token, api_token=passback_fake.api_token)
+    assert image.status_code == 200
+    assert image.content == passback_fake.served_bytes(token)
