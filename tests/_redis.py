@@ -21,8 +21,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from types import TracebackType
+from typing import Any
 
 import pytest
 
@@ -204,14 +205,6 @@ class RedisClusterNodes:
     def startup(self) -> tuple[str, int]:
         return "127.0.0.1", self.nodes[0].port
 
-    def node_of_slot(self, slot: int) -> RedisNode:
-        """The master serving ``slot`` (as the first node sees it)."""
-        for node in self.nodes:
-            # CLUSTER COUNTKEYSINSLOT only answers for a slot the node serves.
-            if not node.command("CLUSTER", "COUNTKEYSINSLOT", str(slot)).startswith(b"-"):
-                return node
-        raise LookupError(f"no node serves slot {slot}")
-
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
@@ -264,8 +257,8 @@ class DelayProxy:
                 await task
         await self._server.wait_closed()
 
-    def _spawn(self, coroutine: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

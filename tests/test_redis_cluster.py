@@ -56,8 +56,8 @@ async def connect(cluster: RedisClusterNodes) -> AsyncIterator[Connect]:
         return opened[-1]
 
     yield client
-    for client in opened:
-        await client.aclose()
+    for each in opened:
+        await each.aclose()
 
 
 @pytest.fixture
