@@ -256,3 +256,28 @@ async def test_a_restart_without_persistence_keeps_every_window(
     assert after
     assert min(after) >= back + period - 0.05  # one period's pause, from the moment it was seen
     assert load.over_the_limit(2, period) == 0
+
+
+async def test_a_release_redis_missed_is_retried_not_stranded_for_the_lease(
+    node: RedisNode, prefix: str
+) -> None:
+    period = 1.0
+    client = aredis.Redis.from_url(node.url)
+    limiter = RateLimiter(1, period, store=RedisStore(client, prefix=prefix, assume_fresh=True))
+    try:
+        async with limiter.acquire("doc") as permit:
+            with paused(node):
+                # The response is here, Redis is not: complete() neither raises
+                # nor holds the caller past its short clean-up.
+                start = time.monotonic()
+                await permit.complete()
+                assert time.monotonic() - start < 0.5 + 0.2
+                await anyio.sleep(0.5)
+        answered = time.monotonic()
+        # The kept release goes first: the token cools one period from then,
+        # instead of waiting out the lease (600 s) in flight.
+        async with limiter.acquire("doc", timeout=3.0) as permit:
+            permit.not_sent()
+        assert answered + period - 0.1 <= time.monotonic() < answered + period + 1.0
+    finally:
+        await client.aclose()
