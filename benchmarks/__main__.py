@@ -22,7 +22,7 @@ from benchmarks._util import Row, error_row, machine_info, markdown_table, notes
 
 #: Module name -> (row ids it produces, what it measures), in running order.
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "overhead": ("1", "client overhead vs raw httpx"),
+    "overhead": ("1, 1m", "client overhead vs raw httpx, over loopback and in memory"),
     "limiter_servers": ("2a-2c", "limiter vs sliding / fixed / bucket servers"),
     "limiter_throughput": ("3a-3b", "limiter acquire+complete ops/s"),
     "limiter_memory": ("3c", "limiter memory after 1,000,000 one-shot keys"),
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "bulk": ("5", "bulk head-of-line blocking"),
     "bulk_memory": ("6", "bulk download memory"),
     "lazy_tokens": ("7", "a long lazy input through fetch_many"),
+    "bulk_loopback": ("8", "download_many over loopback vs a bare gather loop"),
 }
 
 

@@ -162,7 +162,14 @@ class JWKSSource:
         self._timeout = timeout
         self._keys: dict[str, Any] | None = None
         self._fetched_at = float("-inf")
-        self._lock = anyio.Lock()
+        # Made on first use: anyio before 4.7 binds a lock to the event loop running
+        # when it is made, and a source may be built before any loop runs.
+        self._lock_made: anyio.Lock | None = None
+
+    def _lock(self) -> anyio.Lock:
+        if self._lock_made is None:
+            self._lock_made = anyio.Lock()
+        return self._lock_made
 
     def __repr__(self) -> str:
         held = "not fetched" if self._keys is None else f"{len(self._keys)} keys"
@@ -175,7 +182,7 @@ class JWKSSource:
             TransportError, APIStatusError, MalformedResponseError: the fetch failed.
         """
         if self._keys is None:
-            async with self._lock:
+            async with self._lock():
                 if self._keys is None:
                     await self._fetch()
 
@@ -189,7 +196,7 @@ class JWKSSource:
         await self.load()
         found = self._find(kid)
         if found is None:
-            async with self._lock:
+            async with self._lock():
                 found = self._find(kid)
                 if found is None and self._clock.now() - self._fetched_at >= self._min_interval:
                     await self._fetch()
