@@ -49,6 +49,7 @@ from idme_passback import (
     DocumentTokens,
     DocumentTokensMissingError,
     InvalidGrantError,
+    LimiterUnavailableError,
     OAuthClient,
     PassbackClient,
     PassbackError,
@@ -227,6 +228,9 @@ async def documents_for(request: Request, access_token: str) -> JSONResponse:
     except RateLimitError as exc:
         wait = DEFAULT_RETRY_AFTER if exc.retry_after is None else math.ceil(exc.retry_after)
         return _problem(429, "rate_limited", str(exc), **{"Retry-After": str(wait)})
+    except LimiterUnavailableError as exc:
+        # The shared budget (Redis) is down: nothing was sent; try again shortly.
+        return _problem(503, "limiter_unavailable", str(exc), **{"Retry-After": "5"})
     except PassbackError as exc:
         # A 401 here means *our* API token was refused: a server fault, not the user's.
         return _problem(502, "upstream_error", str(exc))
