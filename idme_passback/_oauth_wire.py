@@ -14,8 +14,8 @@ from typing import Any, TypeGuard
 
 import httpx
 
+from ._config import ENVIRONMENTS
 from ._tokens import scrub
-from .client import ENVIRONMENTS
 from .errors import (
     APIStatusError,
     ConfigurationError,

@@ -31,9 +31,9 @@ import httpx
 
 from . import _jose
 from . import _oauth_wire as _wire
+from ._config import DEFAULT_TIMEOUT
 from ._redact import install_redaction
 from ._version import __version__
-from .client import DEFAULT_TIMEOUT
 from .clock import Clock, MonotonicClock
 from .errors import (
     AccessDeniedError,
