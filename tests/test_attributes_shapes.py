@@ -40,9 +40,16 @@ def client_for(fake: FakePassbackServer, **options: Any) -> PassbackClient:
 
 
 def answering(body: bytes | str, content_type: str = "application/json") -> PassbackClient:
+    """A client whose attributes call gets ``body``; a second call would fail the test."""
     content = body.encode() if isinstance(body, str) else body
-    response = httpx.Response(200, content=content, headers={"content-type": content_type})
-    return PassbackClient(API_TOKEN, transport=httpx.MockTransport(lambda _: response))
+    calls: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        assert len(calls) == 1, "the single-use access token was sent twice"
+        return httpx.Response(200, content=content, headers={"content-type": content_type})
+
+    return PassbackClient(API_TOKEN, transport=httpx.MockTransport(answer))
 
 
 def payload(**changes: Any) -> dict[str, Any]:
