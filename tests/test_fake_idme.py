@@ -466,3 +466,33 @@ async def test_serve_fake_runs_the_login(served: tuple[str, list[str]]) -> None:
         )
     assert tokens.id_token_claims is not None
     assert tokens.id_token_claims["iss"] == base + "oidc"
+
+
+def test_the_fake_needs_joserfc_only_for_what_it_signs() -> None:
+    script = """
+import sys; sys.modules["joserfc"] = None
+import anyio, httpx
+from idme_passback.testing import FakeIdMe, FakePassbackServer
+
+async def main():
+    for form in ("json", "jwt"):
+        fake = FakePassbackServer(idme=FakeIdMe(attributes_format=form))
+        transport = httpx.ASGITransport(app=fake)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fake") as http:
+            try:
+                answer = await http.get(
+                    "/api/public/v3/attributes.json", params={"access_token": fake.access_token}
+                )
+                print(form, answer.status_code)
+            except ImportError as exc:
+                print(form, exc)
+
+anyio.run(main)
+"""
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.splitlines() == [
+        "json 200",
+        'jwt the fake signs and encrypts with joserfc: pip install "idme-passback[jose]"',
+    ]
