@@ -7,7 +7,7 @@ from typing import TextIO
 import attrs
 import httpx
 
-from .._tokens import scrub
+from .._tokens import remember, scrub
 
 __all__ = ["Context"]
 
@@ -19,14 +19,15 @@ class Context:
     ``transport`` points the commands at something other than the network
     (tests pass ``httpx.ASGITransport(app=FakePassbackServer())``).
     ``secrets`` collects every secret read, so that any message printed can
-    be scrubbed of them as a last line of defence.
+    be scrubbed of them as a last line of defence; the repr never shows them.
     """
 
     stdin: TextIO
     stdout: TextIO
     stderr: TextIO
     transport: httpx.AsyncBaseTransport | None = None
-    secrets: list[str] = attrs.Factory(list)
+    # Never in the repr: only how many there are.
+    secrets: list[str] = attrs.field(factory=list, repr=lambda secrets: f"<{len(secrets)} hidden>")
 
     def out(self, line: str = "") -> None:
         """Write one line of results to stdout."""
@@ -39,10 +40,16 @@ class Context:
         self.stderr.flush()
 
     def safe(self, text: str) -> str:
-        """Return ``text`` with every secret this run has read replaced by ``[REDACTED]``."""
+        """Return ``text`` with every secret this run has read replaced by ``[REDACTED]``.
+
+        Every form is hidden (verbatim, percent-encoded, base64), and so is
+        every secret the library has handled in this process (each token the
+        run passed to it, read from a file, stdin or the environment).
+        """
         return scrub(text, self.secrets)
 
     def keep_secret(self, secret: str) -> str:
-        """Remember ``secret`` so no message can print it; return it."""
+        """Remember ``secret`` so no message (and no manifest line) can print it; return it."""
         self.secrets.append(secret)
+        remember(secret)
         return secret

@@ -15,14 +15,13 @@ Every line is flushed as it is written, so a crash loses nothing already done.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .._tokens import scrub, shorten
+from .._tokens import digest, scrub, shorten
 from ..bulk import FetchResult
 
 __all__ = ["Manifest", "completed", "key", "make_record", "token_digest"]
@@ -33,7 +32,7 @@ Key = tuple[str, str | None]
 
 def token_digest(token: str) -> str:
     """Return the SHA-256 hex digest of ``token``."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    return digest(token)
 
 
 def key(token: str, size: str | None) -> Key:
@@ -55,7 +54,9 @@ def make_record(
         "path": None if path is None else str(path.resolve()),
         "bytes": result.bytes,
         "error": None if error is None else type(error).__name__,
-        # The library's messages hold no secret; scrubbing the token costs nothing.
+        # The library's messages hold no secret; scrubbed again all the same, of the
+        # item's token and of every secret the run handled (the API token, every
+        # token read), in any form: a server may echo another item's token.
         "message": None if error is None else scrub(str(error), [result.token]),
     }
 
@@ -94,8 +95,10 @@ class Manifest:
         self._file: IO[str] = os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append ``record`` as one line and flush it."""
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        """Append ``record`` as one line, every secret scrubbed from it, and flush it."""
+        line = json.dumps(record, ensure_ascii=False)
+        # The last line of defence: what reaches the disk holds no secret in any form.
+        self._file.write(scrub(line) + "\n")
         self._file.flush()
 
     def close(self) -> None:
