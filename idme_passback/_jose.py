@@ -19,16 +19,12 @@ from typing import Any, Literal
 import anyio
 import httpx
 
+from . import _oauth_wire as _wire
 from .clock import Clock, MonotonicClock
 from .errors import (
     ConfigurationError,
     MalformedResponseError,
-    PassbackConnectionError,
-    PassbackError,
-    PassbackTimeoutError,
     TokenVerificationError,
-    TransportError,
-    status_error_class,
 )
 
 __all__ = [
@@ -73,7 +69,6 @@ ENCRYPTION_ALGORITHMS = (
     "A128GCM",
 )
 _JWKS_TIMEOUT = httpx.Timeout(10.0)
-_MAX_JWKS_BYTES = 256 * 1024
 _SEGMENT = r"[A-Za-z0-9_-]*"
 _JWS = re.compile(rf"{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}")
 _QUOTED = re.compile(r"""["']([a-z_]{1,32})["']""")
@@ -218,7 +213,12 @@ class JWKSSource:
         jose = joserfc("verifying a signed token")
         # Counted from the attempt, so a failing endpoint is not hammered either.
         self._fetched_at = self._clock.now()
-        data = await _get_json(self._http, self.url, self._timeout, "JWKS")
+        # One request through the OAuth side's edge: never redirected, read to a cap, typed.
+        request = self._http.build_request("GET", self.url, timeout=self._timeout)
+        response, body = await _wire.send(self._http, request, (), "JWKS request")
+        if response.status_code != 200:
+            raise _wire.status_error(response, body, (), "JWKS request")
+        data = _wire.json_object(body, "JWKS request")
         try:
             key_set = jose.jwk.KeySet.import_key_set(data)
         except (jose.errors.JoseError, ValueError, TypeError, KeyError):
@@ -391,48 +391,3 @@ def segment_json(segment: str) -> object:
         return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except (ValueError, TypeError):
         return None
-
-
-async def _get_json(
-    http: httpx.AsyncClient, url: str, limits: float | httpx.Timeout | None, what: str
-) -> object:
-    """GET ``url`` and return its JSON: a small edge of its own until the send paths meet.
-
-    Raises:
-        TransportError, APIStatusError, MalformedResponseError.
-    """
-    failure: PassbackError | None = None
-    status, body = 0, bytearray()
-    try:
-        async with http.stream("GET", url, timeout=limits, follow_redirects=False) as response:
-            status = response.status_code
-            # Read no further than a key set can sensibly be: a lying server cannot fill memory.
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > _MAX_JWKS_BYTES:
-                    break
-    except httpx.HTTPError as exc:
-        failure = _transport_error(exc, what)
-    if failure is not None:
-        raise failure  # outside the handler: no foreign exception rides along
-    if status != 200:
-        raise status_error_class(status)(
-            f"the {what} endpoint answered {status}", status_code=status
-        )
-    if len(body) <= _MAX_JWKS_BYTES:
-        try:
-            return json.loads(bytes(body))
-        except ValueError:
-            pass
-    raise MalformedResponseError(f"the {what} endpoint answered 200 with a body that is not JSON")
-
-
-def _transport_error(exc: httpx.HTTPError, what: str) -> TransportError:
-    # These fail before a byte of the request leaves.
-    unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    name = type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
-        return PassbackTimeoutError(f"the {what} request timed out ({name})", sent=not unsent)
-    return PassbackConnectionError(
-        f"the {what} request failed on the wire ({name})", sent=not unsent
-    )

@@ -1,4 +1,4 @@
-"""The OAuth client's edge: its settings checked, one request out, typed errors back.
+"""The OAuth and JWKS edge: settings checked, one request out, typed errors back.
 
 Kept apart and small so that it can meet the passback client's send path
 later. Nothing is retried here (codes and access tokens are single-use),
