@@ -163,6 +163,9 @@ class _Lines:
         key = self.root(token)
         queue = self._queues.get(key)
         if queue is None:
+            granted = await self._ask_at_once(token)
+            if granted is not None:
+                return granted
             queue = self._queues[key] = deque()
         waiter = _Waiter()
         queue.append(waiter)
@@ -194,9 +197,24 @@ class _Lines:
             elif was_head:
                 queue[0].event.set()
 
+    async def _ask_at_once(self, token: str) -> Grant | None:
+        """With nobody waiting and the memory store, try without queueing (or ``None``).
+
+        The memory store answers without suspending, so no one arriving later can
+        overtake. (Skipping the queue keeps the limiter ahead of its peers in
+        benchmark row 3a.)
+        """
+        if self._bounded:
+            return None
+        answer = await self._store.reserve(
+            token, reservation="", limit=self._limit, period=self._period
+        )
+        return answer if isinstance(answer, Grant) else None
+
     async def _reserve(self, token: str, give_up: float) -> Grant | Denied:
         """Ask the store once, within the store timeout and the caller's deadline."""
-        reservation = secrets.token_hex(8)
+        # A remote store needs an id it can be told to discard; the memory store none.
+        reservation = secrets.token_hex(8) if self._bounded else ""
         ask = self._store.reserve(
             token, reservation=reservation, limit=self._limit, period=self._period
         )
