@@ -77,6 +77,8 @@ class Scheduler:
         self._queues: dict[str, deque[tuple[int, Any]]] = {}
         #: How many items the input held, once it has all been read.
         self.total: int | None = None
+        #: What the input raised, if it did: reading stopped there.
+        self.input_error: Exception | None = None
 
     async def run(
         self,
@@ -85,7 +87,21 @@ class Scheduler:
     ) -> None:
         """Read ``items``, run them, and send each one's result; close ``send`` when done."""
         async with send, anyio.create_task_group() as runs:
-            count = 0
+            try:
+                await self._read_into(items, runs, send)
+            except Exception as exc:
+                # The caller's input failed: what was read still runs and is delivered;
+                # the error is the caller's, raised where the results end.
+                self.input_error = exc
+
+    async def _read_into(
+        self,
+        items: Iterable[Any] | AsyncIterable[Any],
+        runs: anyio.abc.TaskGroup,
+        send: anyio.abc.ObjectSendStream[Any],
+    ) -> None:
+        count = 0
+        try:
             async with contextlib.aclosing(_read(items)) as stream:
                 async for raw in stream:
                     await self._room.acquire()
@@ -105,6 +121,7 @@ class Scheduler:
                         self._queues[key] = deque([(count, item)])
                         runs.start_soon(self._run_document, key, send)
                     count += 1
+        finally:
             self.total = count
 
     async def _run_document(self, key: str, send: anyio.abc.ObjectSendStream[Any]) -> None:
@@ -141,7 +158,12 @@ class Scheduler:
         # SLOT_PATIENCE it goes back unsent and queues again.
         while True:
             async with self._limiter.acquire(token, timeout=timeout) as permit:
-                if await _take_slot(self._slots):
+                try:
+                    slot = await _take_slot(self._slots)
+                except BaseException:
+                    permit.not_sent()  # cancelled while waiting for a slot: nothing left
+                    raise
+                if slot:
                     try:
                         yield permit
                     finally:

@@ -80,7 +80,7 @@ class _Unsettled:
     store, so trying one again after an unknown outcome is safe.
     """
 
-    __slots__ = ("expires", "grant", "hold_until", "sent", "token")
+    __slots__ = ("expires", "grant", "hold_until", "sent", "token", "wakes")
 
     def __init__(
         self,
@@ -89,8 +89,11 @@ class _Unsettled:
         sent: bool = True,
         hold_until: float | None = None,
         token: str | None = None,
+        wakes: str | None = None,
     ) -> None:
         self.grant = grant
+        # The local queue a release frees a token for (the store's key may be a digest).
+        self.wakes = wakes
         self.sent = sent
         self.hold_until = hold_until  # on time.monotonic(), like the retry itself
         self.token = token
@@ -169,8 +172,12 @@ class _Lines:
             queue = self._queues[key] = deque()
         waiter = _Waiter()
         queue.append(waiter)
+        waited = False
         try:
             while True:
+                if waited and give_up <= self._clock.now():
+                    # Woken at the deadline: a grant now would come too late to use.
+                    raise LimiterTimeoutError("no rate-limit token came within the wait allowed")
                 if queue[0] is waiter:
                     # Asked by root: a link this limiter made holds even if the store forgot it.
                     answer = await self._reserve(key, give_up)
@@ -186,16 +193,20 @@ class _Lines:
                         "no rate-limit token can come within the wait allowed"
                     )
                 await self._wait(waiter, min(delay, left))
+                waited = True
                 waiter.event = anyio.Event()
         finally:
-            # Granted, timed out or cancelled, this waiter leaves and the next goes first.
-            was_head = queue[0] is waiter
-            queue.remove(waiter)
-            if not queue:
-                if self._queues.get(key) is queue:
-                    del self._queues[key]
-            elif was_head:
-                queue[0].event.set()
+            self._leave(key, queue, waiter)
+
+    def _leave(self, key: str, queue: deque[_Waiter], waiter: _Waiter) -> None:
+        """Granted, timed out or cancelled, ``waiter`` leaves and the next goes first."""
+        was_head = queue[0] is waiter
+        queue.remove(waiter)
+        if not queue:
+            if self._queues.get(key) is queue:
+                del self._queues[key]
+        elif was_head:
+            queue[0].event.set()
 
     async def _ask_at_once(self, token: str) -> Grant | None:
         """With nobody waiting and the memory store, try without queueing (or ``None``).
@@ -254,6 +265,10 @@ class _Lines:
                 f"the store answered reserve() with a {type(answer).__name__}, "
                 "not a Grant or a Denied"
             )
+        if isinstance(answer, Denied) and not answer.delay > 0.001:
+            if math.isnan(answer.delay):
+                raise LimiterUnavailableError("the store answered reserve() with Denied(nan)")
+            return Denied(0.001)  # "ask again now" must not spin
         return answer
 
     async def _discard(self, token: str, reservation: str) -> None:
@@ -284,7 +299,8 @@ class _Lines:
             await self._store.release(grant, sent=sent, period=self._period, hold=hold)
         else:
             until = None if hold is None else time.monotonic() + hold
-            if not await self._clean_up(_Unsettled(grant, sent=sent, hold_until=until)):
+            kept = _Unsettled(grant, sent=sent, hold_until=until, wakes=self.root(token))
+            if not await self._clean_up(kept):
                 logger.warning(
                     "the rate limiter's store did not take a release; it will be retried"
                 )
@@ -343,6 +359,8 @@ class _Lines:
                         self._unsettled.popleft()
                     if item.token is None:
                         self.wake(item.grant.key)
+                    if item.wakes is not None:
+                        self.wake(item.wakes)
                     continue
             return  # the store is still down: try again later
 
@@ -512,10 +530,13 @@ class RateLimiter:
         the request is reported.
 
         Raises:
+            ValueError: a negative or NaN ``timeout``.
             LimiterTimeoutError: no token can come within ``timeout`` seconds
                 (on this limiter's clock); nothing was consumed.
             LimiterUnavailableError: the store failed or stalled.
         """
+        if timeout is not None and not timeout >= 0:  # negative, or NaN
+            raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
         return Permit(self._lines, token, timeout)
 
     async def link(self, new_token: str, token: str) -> None:

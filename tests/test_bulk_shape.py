@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -212,3 +212,62 @@ async def test_fetch_all_returns_every_result_in_input_order(
     assert all(r.ok for r in results[:10])
     assert not results[10].ok
     assert [r.token for r in results[:10]] == tokens
+
+
+async def test_leaving_early_gives_back_the_tokens_of_items_waiting_for_a_slot(
+    clock: FakeClock,
+) -> None:
+    fake = FakePassbackServer(clock=clock, seed=7, limit=1)
+    tokens = [fake.issue_document() for _ in range(6)]
+    later: dict[str, float] = {}
+    async with PassbackClient(
+        fake.api_token,
+        base_url="http://fake/",
+        transport=httpx.ASGITransport(app=fake),
+        limiter=RateLimiter(limit=1, clock=clock),
+    ) as client:
+
+        async def job() -> None:
+            async with client.fetch_many(tokens, concurrency=1) as results:
+                async for _ in results:
+                    break  # the others hold their document's one token, waiting for the slot
+            asked = {r.document for r in fake.requests}
+            for token in tokens:
+                if fake.document_id(token) not in asked:
+                    await client.get_document(token)  # its token was never used: free now
+                    later[token] = clock.now()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(job)
+            await clock.run_until_idle()
+    assert later
+    assert set(later.values()) == {0.0}
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_input_that_raises_delivers_what_was_read_then_the_error_unwrapped(
+    client: PassbackClient, fake: FakePassbackServer, kind: str
+) -> None:
+    tokens = [fake.issue_document() for _ in range(3)]
+
+    def plain() -> Iterator[str]:
+        yield from tokens
+        raise Boom
+
+    async def lazy() -> AsyncIterator[str]:
+        for token in tokens:
+            yield token
+        raise Boom
+
+    seen: list[int] = []
+
+    async def loop() -> None:
+        async with client.fetch_many(plain() if kind == "sync" else lazy()) as results:
+            async for result in results:
+                assert result.ok
+                seen.append(result.index)
+
+    with pytest.raises(Boom) as caught:
+        await loop()
+    assert type(caught.value) is Boom
+    assert sorted(seen) == [0, 1, 2]  # nothing read was lost

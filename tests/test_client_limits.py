@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from idme_passback import (
+    DeadlineExceededError,
     NotAnImageError,
     PassbackClient,
     PassbackTimeoutError,
@@ -20,6 +21,8 @@ from idme_passback import (
     ServerError,
 )
 from idme_passback.testing import FakeClock, FakePassbackServer
+
+JPEG_BYTES = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(200)
 
 pytestmark = pytest.mark.anyio
 T = TypeVar("T")
@@ -415,3 +418,37 @@ async def test_the_deadline_stops_a_body_that_trickles_in(
     assert isinstance(error, PassbackTimeoutError)
     assert clock.now() == 30.0
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_zero_default_retry_after_is_honoured(clock: FakeClock) -> None:
+    times: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        times.append(clock.now())
+        if len(times) == 1:
+            return httpx.Response(429)
+        return httpx.Response(200, content=JPEG_BYTES, headers={"content-type": "image/jpeg"})
+
+    policy = RetryPolicy(default_retry_after=0.0)
+    async with mock_client(handler, clock, retry_policy=policy, deadline=None) as client:
+        [image] = await drive(
+            clock, lambda: client.get_document("3696f8c1a8ee4ae9aab56fb38c3dbd03")
+        )
+    assert not isinstance(image, BaseException)
+    assert times == [0.0, 0.0]
+
+
+async def test_a_deadline_after_only_unsent_attempts_says_nothing_was_sent(
+    clock: FakeClock,
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    policy = RetryPolicy(max_retries=10, backoff_initial=4.0, backoff_max=4.0)
+    async with mock_client(handler, clock, retry_policy=policy, deadline=1.0) as client:
+        [error] = await drive(
+            clock, lambda: client.get_attributes("a1b2c3d4e5f60718293a4b5c6d7e8f90")
+        )
+    # The single-use access token never left: the caller need not log in again.
+    assert isinstance(error, DeadlineExceededError)
+    assert error.sent is False

@@ -18,7 +18,7 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from idme_passback import MemoryStore, RateLimiter, RedisStore
+from idme_passback import LimiterUnavailableError, MemoryStore, RateLimiter, RedisStore
 from idme_passback.store import Denied, Grant
 from idme_passback.testing import FakeClock
 from idme_passback.testing import wait_all_tasks_blocked as all_tasks_blocked
@@ -434,3 +434,43 @@ async def test_a_refreshed_token_joins_its_documents_queue(
     # The refused request on the new token gave the document's token back at 1 s,
     # and that woke the waiter queued on the old token.
     assert log.granted("waiter") == pytest.approx(1.0)
+
+
+class _Answers:
+    """A custom store that answers ``reserve`` with what a test gives it."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    async def reserve(self, token: str, **kwargs: Any) -> Any:
+        return self.answer
+
+    async def release(self, grant: Grant, **kwargs: Any) -> None:
+        pass
+
+    async def discard(self, token: str, **kwargs: Any) -> None:
+        pass
+
+    async def link(self, alias: str, token: str, ttl: float) -> None:
+        pass
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("answer", [60, "yes", Denied(math.nan)])
+async def test_a_store_answer_that_is_not_a_grant_fails_closed(
+    anyio_backend: str, clock: FakeClock, answer: object
+) -> None:
+    limiter = RateLimiter(store=_Answers(answer), clock=clock)  # type: ignore[arg-type]
+    with pytest.raises(LimiterUnavailableError):
+        async with limiter.acquire("doc"):
+            pytest.fail("granted on a store's non-answer")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("timeout", [-1.0, math.nan])
+async def test_a_negative_or_nan_timeout_is_refused(
+    anyio_backend: str, clock: FakeClock, timeout: float
+) -> None:
+    limiter = RateLimiter(clock=clock)
+    with pytest.raises(ValueError, match="timeout"):
+        limiter.acquire("doc", timeout=timeout)
