@@ -106,6 +106,10 @@ def digest(token: str) -> str:
 REDACTED = "[REDACTED]"
 #: Below this length a secret is scrubbed verbatim only (its encodings would match noise).
 _MIN_ENCODED = 8
+#: What a secret kept in view must have at least: its length and its distinct characters.
+#: Real tokens have far more; a low-entropy value ("00000000") would scrub innocent text.
+_MIN_KNOWN = 16
+_MIN_DISTINCT = 8
 #: How many recently used secrets the library keeps in view (the API token stays in view
 #: while its client is used: every call puts its secrets back at the front).
 _KNOWN_CAPACITY = 4096
@@ -170,7 +174,11 @@ class _Known:
     def add(self, secrets: Iterable[object]) -> None:
         with self._lock:
             for secret in secrets:
-                if not isinstance(secret, str) or len(secret) < _MIN_ENCODED:
+                if (
+                    not isinstance(secret, str)
+                    or len(secret) < _MIN_KNOWN
+                    or len(set(secret)) < _MIN_DISTINCT
+                ):
                     continue
                 if secret in self._secrets:
                     self._secrets.move_to_end(secret)
@@ -247,6 +255,10 @@ _KNOWN = _Known(_KNOWN_CAPACITY)
 
 def remember(*secrets: str | None) -> None:
     """Keep ``secrets`` in view: every scrub in this process hides them from now on.
+
+    Only values that look like secrets are kept (16 characters or more, at
+    least eight of them distinct); a scrub of the secrets in play still
+    hides any of them, however short.
 
     The library calls this for every secret it is handed or receives, so a
     secret echoed into another call's answer, a log line or an error
