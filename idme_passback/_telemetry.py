@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from ._config import Endpoint
     from .clock import Clock
 
-__all__ = ["Call", "answered", "call", "failed", "received", "timing"]
+__all__ = ["Call", "answered", "call", "failed", "received", "suppress_http", "timing"]
 
 T = TypeVar("T")
 _PREFIX = "idme_passback."
@@ -160,6 +160,24 @@ def call(
         otel.context.detach(token)
         _CURRENT.reset(reset)
         _finish(otel, span, record)
+
+
+@contextlib.contextmanager
+def suppress_http() -> Iterator[None]:
+    """Run a block with generic HTTP instrumentation suppressed, and no span of our own.
+
+    For requests whose errors may quote secrets (the OAuth token endpoint's):
+    a generic span would record the exception's message.
+    """
+    otel = _otel()
+    if otel is None or otel.suppress_key is None:
+        yield
+        return
+    token = otel.context.attach(otel.context.set_value(otel.suppress_key, True))
+    try:
+        yield
+    finally:
+        otel.context.detach(token)
 
 
 def _failed_call(otel: _OTel, span: Any, exc: BaseException) -> None:

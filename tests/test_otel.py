@@ -15,10 +15,11 @@ import anyio
 import httpx
 import pytest
 
-from idme_passback import NotFoundError, PassbackClient, RateLimiter
+from idme_passback import NotFoundError, OAuthClient, PassbackClient, PassbackError, RateLimiter
 from idme_passback.testing import FakeClock, FakePassbackServer, wait_all_tasks_blocked
 
 from ._flow import whole_flow
+from ._hostile import Request, hostile_server
 from ._leaks import (
     assert_no_leak,
     metric_points,
@@ -205,3 +206,26 @@ async def test_a_failed_call_records_its_error_type_and_no_token(clock: FakeCloc
     assert event.attributes["exception.type"] == "NotFoundError"
     assert "404" in event.attributes["exception.message"]
     assert_no_leak(spans_text(state), [fake.api_token, unknown], "the span")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="awaits the OAuth client running its token requests under telemetry.suppress_http()",
+)
+async def test_a_malformed_token_endpoint_answer_leaves_no_secret_in_a_span() -> None:
+    code = "c0d3-th4t-th3-us3r-br0ught-b4ck-1234"
+
+    def answer(request: Request) -> bytes:
+        return b"HTTP/1.1 20" + code.encode() + b"\r\n\r\n"
+
+    with otel_capture() as state, hostile_server(answer) as server:
+        async with OAuthClient(
+            "client-id",
+            client_secret="s3cr3t-0f-th3-c0nsum3r-4pp-5678",
+            redirect_uri="https://app.example/callback",
+            base_url=server.base_url,
+        ) as oauth:
+            request = oauth.authorization_request(scopes=["login"])
+            with pytest.raises(PassbackError):
+                await oauth.exchange_code(code, request)
+    assert_no_leak(spans_text(state), [code], "the token endpoint's span")
