@@ -15,6 +15,7 @@ from typing import Any, TypeGuard
 import httpx
 
 from ._config import ENVIRONMENTS
+from ._telemetry import suppress_http
 from ._tokens import scrub
 from .errors import (
     APIStatusError,
@@ -163,14 +164,16 @@ async def send(
     failure: TransportError | None = None
     body = bytearray()
     try:
-        response = await http.send(request, stream=True, follow_redirects=False)
-        try:
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > _MAX_BODY:
-                    break
-        finally:
-            await response.aclose()
+        # No generic HTTP span: an error of h11's may quote the code or a token.
+        with suppress_http():
+            response = await http.send(request, stream=True, follow_redirects=False)
+            try:
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > _MAX_BODY:
+                        break
+            finally:
+                await response.aclose()
     except httpx.HTTPError as exc:
         failure = translate(exc, hidden, what)
     if failure is not None:
@@ -204,7 +207,8 @@ def status_error(
     description = (
         words(payload.get("error_description"), hidden) if isinstance(payload, dict) else None
     )
-    message = f"the {what} was refused: {status} {response.reason_phrase}"
+    reason = words(response.reason_phrase, hidden) or ""
+    message = f"the {what} was refused: {status} {reason}".rstrip()
     if error:
         message += f", {error}" + (f" ({description})" if description else "")
     if status == 429:

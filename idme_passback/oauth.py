@@ -33,6 +33,7 @@ from . import _jose
 from . import _oauth_wire as _wire
 from ._config import DEFAULT_TIMEOUT
 from ._redact import install_redaction
+from ._tokens import remember
 from ._version import __version__
 from .clock import Clock, MonotonicClock
 from .errors import (
@@ -342,6 +343,7 @@ class OAuthClient:
         headers = {"User-Agent": f"idme-passback/{__version__}", "Accept": "application/json"}
         secret = self._client_secret
         hidden = (*secrets_, secret) if secret else secrets_
+        remember(*hidden)  # every scrub in this process hides them from now on
         if secret is not None and self._client_auth == "client_secret_basic":
             pair = f"{_form_encode(self.client_id)}:{_form_encode(secret)}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
@@ -373,6 +375,7 @@ class OAuthClient:
                 now=self._wall_clock(),
                 leeway=self._leeway,
             )
+        remember(access_token, _optional_str(answer, "refresh_token"), id_token)
         return TokenSet(
             access_token=access_token,
             token_type=_optional_str(answer, "token_type") or "bearer",

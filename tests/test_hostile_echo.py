@@ -333,9 +333,6 @@ def test_the_cli_context_repr_hides_its_secrets() -> None:
 # -- the OAuth client -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="awaits the OAuth wire's status errors scrubbing the reason phrase"
-)
 async def test_the_token_endpoints_reason_phrase_is_scrubbed() -> None:
     code = "c0d3-th4t-th3-us3r-br0ught-b4ck-1234"
 

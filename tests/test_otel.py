@@ -208,10 +208,6 @@ async def test_a_failed_call_records_its_error_type_and_no_token(clock: FakeCloc
     assert_no_leak(spans_text(state), [fake.api_token, unknown], "the span")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="awaits the OAuth client running its token requests under telemetry.suppress_http()",
-)
 async def test_a_malformed_token_endpoint_answer_leaves_no_secret_in_a_span() -> None:
     code = "c0d3-th4t-th3-us3r-br0ught-b4ck-1234"
 
