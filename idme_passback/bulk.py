@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import NoReturn, Protocol, TypeAlias, TypeVar
+from typing import NoReturn, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import anyio
 import anyio.abc
@@ -25,9 +25,10 @@ import attrs
 
 from ._body import ImageBody, read_image
 from ._engine import Deliver, Gate, Scheduler, Work
-from ._files import check_target, write_atomically
+from ._files import Folder
 from ._imagetype import IMAGE_EXTENSIONS
 from ._tokens import check_token, shorten
+from .errors import InvalidFilenameError
 from .limiter import RateLimiter
 from .models import DocumentImage
 from .sizing import Size, SizeLike, parse_size
@@ -100,6 +101,8 @@ class FetchResult:
     path: Path | None = None
     error: Exception | None = None
     bytes: int = 0
+    #: The SHA-256 of the file written (downloads only), in hex.
+    sha256: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -137,48 +140,109 @@ def fetching(document: FetchDocument) -> Work:
     return fetch
 
 
+@runtime_checkable
+class _Lifecycle(Protocol):
+    """Work that holds something for the job's lifetime (a folder's descriptor)."""
+
+    async def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Downloads:
+    """The per-item work of :meth:`PassbackClient.download_many`: each image into a file.
+
+    The folder is opened when the job starts and written through that
+    descriptor to the end; its stale temporary files (left by a killed run)
+    are removed first. Each item is checked before its request is spent:
+    a name the file system can hold, nothing in its place (a dangling
+    symlink counts), and a folder that takes new files.
+    """
+
+    def __init__(
+        self, document: FetchDocument, directory: str | os.PathLike[str], *, overwrite: bool
+    ) -> None:
+        self._document = document
+        self._directory = Path(directory)
+        self._overwrite = overwrite
+        self._folder: Folder | None = None
+        Folder.open(self._directory).close()  # the folder must exist before anything is sent
+
+    async def start(self) -> None:
+        self._folder = Folder.open(self._directory)
+        # One listing of the folder, in the loop: a thread here would be a wait
+        # that fake clocks in tests cannot see.
+        self._folder.sweep()
+
+    def close(self) -> None:
+        if self._folder is not None:
+            self._folder.close()
+
+    def _check(self, request: DocumentRequest, stem: str) -> str | None:
+        """Check the item's file before its request; return its name if already known."""
+        folder = self._folder
+        assert folder is not None
+        if request.filename is not None:
+            name = folder.check_name(request.filename)
+            folder.check_free(name, overwrite=self._overwrite)
+        else:
+            # The extension comes with the body, but a file of this item under any
+            # image extension already means a refusal: find out before spending a request.
+            name = None
+            for extension in IMAGE_EXTENSIONS:
+                folder.check_name(stem + extension)
+                if not self._overwrite:
+                    folder.check_free(stem + extension, overwrite=False)
+        folder.check_writable()
+        return name
+
+    async def __call__(
+        self, request: DocumentRequest, index: int, gate: Gate, deliver: Deliver
+    ) -> None:
+        folder = self._folder
+        if folder is None:
+            raise RuntimeError("the download job has not started")
+        stem = request.stem or f"{index:06d}-{shorten(request.token).rstrip(chr(0x2026))}"
+        known = self._check(request, stem)
+
+        async def consume(body: ImageBody) -> None:
+            name = known
+            if name is None:
+                # Named after the image's own type, known once its first bytes are in.
+                await body.start()
+                name = stem + body.extension
+                folder.check_free(name, overwrite=self._overwrite)
+            written = await folder.write(name, body.chunks(), overwrite=self._overwrite)
+            await deliver(
+                FetchResult(
+                    index,
+                    request.token,
+                    path=self._directory / name,
+                    bytes=written.bytes,
+                    sha256=written.sha256,
+                )
+            )
+
+        await self._document(request.token, request.size, consume, gate)
+
+
 def downloading(
     document: FetchDocument, directory: str | os.PathLike[str], *, overwrite: bool
 ) -> Work:
     """The per-item work of :meth:`PassbackClient.download_many`: each image into a file.
 
     Raises:
-        FileNotFoundError: ``directory`` does not exist (before anything is sent).
+        FolderNotFoundError: ``directory`` does not exist (before anything is sent).
     """
-    folder = Path(directory)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"the folder {str(folder)!r} does not exist")
-
-    async def download(request: DocumentRequest, index: int, gate: Gate, deliver: Deliver) -> None:
-        target: Path | None = None
-        stem = request.stem or f"{index:06d}-{shorten(request.token).rstrip(chr(0x2026))}"
-        if request.filename is not None:
-            target = check_target(folder / request.filename, overwrite=overwrite)
-        elif not overwrite:
-            # The extension comes with the body, but a file of this item under any
-            # image extension already means a refusal: find out before spending a request.
-            for extension in IMAGE_EXTENSIONS:
-                check_target(folder / (stem + extension), overwrite=False)
-
-        async def consume(body: ImageBody) -> None:
-            final = target
-            if final is None:
-                # Named after the image's own type, known once its first bytes are in.
-                await body.start()
-                final = check_target(folder / (stem + body.extension), overwrite=overwrite)
-            written = await write_atomically(final, body.chunks(), overwrite=overwrite)
-            await deliver(FetchResult(index, request.token, path=final, bytes=written))
-
-        await document(request.token, request.size, consume, gate)
-
-    return download
+    return _Downloads(document, directory, overwrite=overwrite)
 
 
 def safe_filename(name: str) -> str:
     """Return ``name`` if it is a bare file name that cannot leave its folder.
 
     Raises:
-        ValueError: for separators, a leading dot, NUL, or an empty name.
+        InvalidFilenameError: for separators, a leading dot, NUL, or an empty name
+            (also a ``ValueError``).
     """
     if (
         not name
@@ -190,7 +254,7 @@ def safe_filename(name: str) -> str:
         or (os.altsep is not None and os.altsep in name)
         or len(name.encode("utf-8", "surrogateescape")) > 200
     ):
-        raise ValueError(
+        raise InvalidFilenameError(
             "a bulk file name (or stem) must be a bare name (no folders, no leading dot, "
             f"at most 200 bytes), got {name[:40]!r}"
         )
@@ -249,7 +313,15 @@ class BulkResults:
     exception through unchanged.
     """
 
-    __slots__ = ("_group", "_on_progress", "_receive", "_scheduler", "_source", "_total")
+    __slots__ = (
+        "_group",
+        "_on_progress",
+        "_receive",
+        "_scheduler",
+        "_source",
+        "_total",
+        "_work",
+    )
 
     def __init__(
         self,
@@ -257,7 +329,9 @@ class BulkResults:
         items: Iterable[object] | AsyncIterable[object],
         total: int | None,
         on_progress: ProgressHook | None,
+        work: Work | None = None,
     ) -> None:
+        self._work = work if isinstance(work, _Lifecycle) else None
         self._scheduler = scheduler
         self._source = items
         self._total = total
@@ -276,6 +350,8 @@ class BulkResults:
         """Start the job; leaving the block stops whatever is still running."""
         if self._group is not None:
             raise RuntimeError("a bulk job can be started only once")
+        if self._work is not None:
+            await self._work.start()
         # Unbuffered: a result is handed over only when the caller takes it.
         send, receive = anyio.create_memory_object_stream[FetchResult](0)
         self._receive = receive
@@ -294,6 +370,8 @@ class BulkResults:
             await self._group.__aexit__(None, None, None)
         finally:
             await self._receive.aclose()
+            if self._work is not None:
+                self._work.close()
 
 
 class ResultStream:
@@ -323,6 +401,9 @@ class ResultStream:
         try:
             result = await self._receive.receive()
         except anyio.EndOfStream:
+            if self._scheduler.input_error is not None:
+                # The input itself failed (after every item read was delivered).
+                raise self._scheduler.input_error from None
             raise StopAsyncIteration from None
         self._done += 1
         self._failed += not result.ok
@@ -371,4 +452,4 @@ def run(
         max_buffered=max_buffered,
     )
     total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-    return BulkResults(scheduler, items, total, on_progress)
+    return BulkResults(scheduler, items, total, on_progress, work)

@@ -4,7 +4,9 @@ Everything derives from one root, so ``except PassbackError`` catches them
 all. Misuse (a bad size, a malformed token, no API token) is also a
 ``ValueError`` so callers can catch it the way they catch other bad input.
 Nothing here ever carries a secret: messages name document tokens only in
-shortened form, and body excerpts are scrubbed of the secrets in play.
+shortened form, and body excerpts are scrubbed of the secrets in play. Every
+class survives a :mod:`pickle` round trip with its attributes (bulk scripts
+hand results across process pools); the cause and traceback stay behind.
 
 ::
 
@@ -21,9 +23,19 @@ shortened form, and body excerpts are scrubbed of the secrets in play.
     │       └── DeadlineExceededError          the call's own deadline passed
     ├── LimiterTimeoutError (TimeoutError)     no rate-limit token within the wait allowed
     ├── LimiterUnavailableError                the limiter's store failed (fails closed)
+    ├── FileTargetError (OSError)              the file cannot be written where asked
+    │   ├── FolderNotFoundError (FileNotFoundError)      the folder does not exist
+    │   ├── FolderNotWritableError (PermissionError)     the folder refuses new files
+    │   ├── TargetExistsError (FileExistsError)          the file (or a symlink) is there
+    │   ├── TargetIsAFolderError (IsADirectoryError)     the path names a folder
+    │   └── FileWriteError                     writing failed (disk full, I/O error)
+    ├── InvalidFilenameError (ValueError)      a name that is not bare, encodable and short enough
     ├── ResponseError                          the server answered, but not usefully
     │   ├── NotAnImageError                    a 200 whose body is not an image
     │   ├── IncompleteBodyError                body shorter than its Content-Length
+    │   ├── BodyTooLargeError                  a body past its size bound
+    │   │   └── DecompressionBombError         decoded bytes far past the bytes received
+    │   ├── ContentEncodingError               a stacked, unknown or corrupt Content-Encoding
     │   ├── MalformedResponseError             JSON that is not the documented shape
     │   ├── DocumentTokensMissingError         attributes without ``document_tokens``
     │   └── TokenVerificationError             a JWT or JWE that fails verification
@@ -42,17 +54,27 @@ shortened form, and body excerpts are scrubbed of the secrets in play.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "APIStatusError",
     "AccessDeniedError",
     "AuthenticationError",
     "AuthorizationError",
     "BadRequestError",
+    "BodyTooLargeError",
     "ConfigurationError",
+    "ContentEncodingError",
     "DeadlineExceededError",
+    "DecompressionBombError",
     "DocumentTokensMissingError",
+    "FileTargetError",
+    "FileWriteError",
+    "FolderNotFoundError",
+    "FolderNotWritableError",
     "GoneError",
     "IncompleteBodyError",
+    "InvalidFilenameError",
     "InvalidGrantError",
     "InvalidSizeError",
     "InvalidTokenError",
@@ -70,6 +92,8 @@ __all__ = [
     "ResponseError",
     "ServerError",
     "StateMismatchError",
+    "TargetExistsError",
+    "TargetIsAFolderError",
     "TokenVerificationError",
     "TransportError",
     "UnprocessableEntityError",
@@ -78,6 +102,25 @@ __all__ = [
 
 class PassbackError(Exception):
     """The root of every exception raised by idme_passback."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls cls(*args), which keyword-only attributes
+        # defeat: rebuild from args, then restore the attributes as they were.
+        state = dict(self.__dict__)
+        if isinstance(self, OSError):
+            state.update(
+                (name, getattr(self, name))
+                for name in ("errno", "strerror", "filename")
+                if getattr(self, name) is not None
+            )
+        return (_restore, (type(self), self.args), state)
+
+
+def _restore(cls: type[PassbackError], args: tuple[Any, ...]) -> PassbackError:
+    """Rebuild an exception pickled by :meth:`PassbackError.__reduce__`."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
 
 
 class ConfigurationError(PassbackError, ValueError):
@@ -123,6 +166,39 @@ class LimiterUnavailableError(PassbackError):
     """The rate limiter's store failed or stalled; no request was sent on its word."""
 
 
+class FileTargetError(PassbackError, OSError):
+    """The image cannot be written where asked; raised before any request when it can be known.
+
+    Each kind is also the built-in ``OSError`` a caller would catch for it
+    (``FileExistsError``, ``FileNotFoundError``, ``PermissionError``,
+    ``IsADirectoryError``); ``errno`` is the system's, when one is behind it.
+    """
+
+
+class FolderNotFoundError(FileTargetError, FileNotFoundError):
+    """The folder to write into does not exist (or is not a folder)."""
+
+
+class FolderNotWritableError(FileTargetError, PermissionError):
+    """The folder refuses new files (permissions, a read-only or immutable file system)."""
+
+
+class TargetExistsError(FileTargetError, FileExistsError):
+    """The file exists (a dangling symlink counts), appeared meanwhile, or is being written."""
+
+
+class TargetIsAFolderError(FileTargetError, IsADirectoryError):
+    """The path names a folder, not a file."""
+
+
+class FileWriteError(FileTargetError):
+    """Writing the file failed midway (disk full, an I/O error); nothing was left behind."""
+
+
+class InvalidFilenameError(PassbackError, ValueError):
+    """A file name that is not bare, not encodable, or longer than the file system allows."""
+
+
 class ResponseError(PassbackError):
     """The server answered, but not with what the API promises."""
 
@@ -149,6 +225,34 @@ class IncompleteBodyError(ResponseError):
         super().__init__(message)
         self.expected = expected
         self.received = received
+
+
+class BodyTooLargeError(ResponseError):
+    """A body larger than its bound (``Bounds.max_image_bytes`` or ``max_json_bytes``).
+
+    ``limit`` is the bound in bytes and ``received`` the decoded bytes read
+    when it was passed (or the ``Content-Length`` that announced it).
+    """
+
+    def __init__(self, message: str, *, limit: int, received: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.received = received
+
+
+class DecompressionBombError(BodyTooLargeError):
+    """A compressed body that decoded to far more than was received (a compression bomb)."""
+
+
+class ContentEncodingError(ResponseError):
+    """A ``Content-Encoding`` the client does not decode (stacked or unknown), or corrupt data.
+
+    ``encoding`` is the header's value, cut short.
+    """
+
+    def __init__(self, message: str, *, encoding: str | None = None) -> None:
+        super().__init__(message)
+        self.encoding = encoding
 
 
 class MalformedResponseError(ResponseError):

@@ -18,18 +18,40 @@ if TYPE_CHECKING:
     from ._config import Endpoint
     from ._deadline import Deadline
 
-__all__ = ["RetryPolicy", "parse_retry_after"]
+__all__ = ["MAX_RETRY_AFTER", "RetryPolicy", "parse_retry_after"]
 
 T = TypeVar("T")
 logger = logging.getLogger("idme_passback")
 
+#: The longest wait a ``Retry-After`` is read as (a day): ``1e308`` must not overflow a timer.
+MAX_RETRY_AFTER = 86_400.0
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+
+def _http_date(text: str) -> float | None:
+    """The POSIX time of an HTTP date with a time zone, or ``None``."""
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    try:
+        return when.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def parse_retry_after(
+    value: str | None, *, now: float | None = None, date: str | None = None
+) -> float | None:
     """Return the seconds a ``Retry-After`` header asks for, or ``None`` if absent or unreadable.
 
-    Both forms are read: delta-seconds (``"30"``) and an HTTP date, counted
-    from ``now`` (wall-clock seconds; the current time by default). A date in
-    the past gives ``0.0``.
+    Both forms are read: delta-seconds (``"30"``) and an HTTP date. A date
+    is counted from the answer's own ``Date`` header when ``date`` is given
+    and readable (so a client whose clock is off still waits what the server
+    meant), else from ``now`` (wall-clock seconds; the current time by
+    default). A date in the past gives ``0.0``; any wait is capped at
+    :data:`MAX_RETRY_AFTER`.
     """
     if value is None:
         return None
@@ -37,21 +59,20 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not text or len(text) > 64:
         return None
     if text.isascii() and text.isdigit():
-        return float(text)
+        return min(float(text), MAX_RETRY_AFTER)  # a thousand nines reads as inf: capped too
     try:
-        seconds = float(text)
+        seconds = float(text) if text.isascii() else None
     except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
+        seconds = None
+    if seconds is not None:
+        return min(seconds, MAX_RETRY_AFTER) if math.isfinite(seconds) and seconds >= 0 else None
+    when = _http_date(text)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        return None
-    reference = time.time() if now is None else now
-    return max(0.0, when.timestamp() - reference)
+    reference = None if date is None else _http_date(date)
+    if reference is None:
+        reference = time.time() if now is None else now
+    return min(max(0.0, when - reference), MAX_RETRY_AFTER)
 
 
 @attrs.frozen
@@ -97,6 +118,7 @@ async def call_with_retries(
         PassbackError: the last attempt's error, when it is not worth a retry.
     """
     retry = 0
+    sent = False  # whether any attempt so far may have reached the server
     while True:
         try:
             return await attempt()
@@ -105,9 +127,10 @@ async def call_with_retries(
             raise DeadlineExceededError(
                 f"the call's deadline of {deadline.seconds:g} s would pass before the "
                 f"document's rate limit allows another request (after {retry} retries)",
-                sent=False,
+                sent=sent,
             ) from None
         except PassbackError as exc:
+            sent = sent or getattr(exc, "sent", True)
             retry += 1
             if retry > max_retries or not retryable(exc, endpoint):
                 raise
@@ -123,7 +146,7 @@ async def call_with_retries(
                 raise DeadlineExceededError(
                     f"the call's deadline of {deadline.seconds:g} s passed before retry "
                     f"{retry} (last failure: {type(exc).__name__})",
-                    sent=True,
+                    sent=sent,
                 ) from exc
             logger.debug(
                 "%s: retry %d of %d in %.2f s", type(exc).__name__, retry, max_retries, delay

@@ -293,14 +293,16 @@ async def test_two_processes_split_one_job_through_redis(
 async def test_queueing_for_a_slot_does_not_count_against_the_deadline(
     clock: FakeClock,
 ) -> None:
-    fake = FakePassbackServer(clock=clock, latency=20.0)
+    fake = FakePassbackServer(clock=clock, latency=5.0)
     tokens = [fake.issue_document() for _ in range(3)]
     async with PassbackClient(
         fake.api_token,
         base_url="http://fake/",
         transport=httpx.ASGITransport(app=fake),
         limiter=RateLimiter(clock=clock),
-        deadline=10.0,  # shorter than the queue ahead of the last items
+        # Shorter than the queue ahead of the last item (10 s), longer than an
+        # attempt (5 s): each attempt is bounded from its grant, not from its queueing.
+        deadline=8.0,
     ) as client:
         outcomes: list[bool] = []
 
@@ -312,7 +314,7 @@ async def test_queueing_for_a_slot_does_not_count_against_the_deadline(
             group.start_soon(consume)
             await clock.run_until_idle()
     assert outcomes == [True, True, True]
-    assert clock.now() == pytest.approx(60.0)
+    assert clock.now() == pytest.approx(15.0)
 
 
 async def test_an_item_already_on_disk_is_refused_before_any_request(

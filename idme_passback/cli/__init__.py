@@ -14,7 +14,10 @@ API token comes from ``IDME_API_TOKEN`` or ``--api-token-file``, the access
 token from ``IDME_ACCESS_TOKEN`` or ``--access-token-file``, and document
 tokens from stdin. No option takes a secret's value.
 
-Errors print one line, ``idme-passback: error: ...``, and no traceback.
+Errors print one line, ``idme-passback: error: ...``, and no traceback:
+not for a refused request, a bad file, a hostile server's answer or an
+interrupted run. Only an error the command line cannot explain (a bug in
+it) is called one, with its traceback when ``IDME_PASSBACK_DEBUG=1``.
 Exit codes:
 
 ====  =====================================================================
@@ -37,12 +40,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TextIO
 
 import httpx
 
+from ..errors import PassbackError
 from ._commands import attributes, fetch, refresh
 from ._context import Context
 from ._demo import demo
@@ -52,7 +58,10 @@ from ._parser import ParserExit, parse_args
 from ._progress import ProgressLine
 from ._serve import serve_fake
 
-__all__ = ["ExitCode", "ProgressLine", "UsageError", "main", "run"]
+__all__ = ["DEBUG_ENV", "ExitCode", "ProgressLine", "UsageError", "main", "run"]
+
+#: Set to 1 to see the traceback of an error the command line cannot explain.
+DEBUG_ENV = "IDME_PASSBACK_DEBUG"
 
 _Command = Callable[[argparse.Namespace, Context], Awaitable[int]]
 
@@ -67,18 +76,22 @@ _COMMANDS: dict[str, _Command] = {
 
 
 def _innermost(exc: BaseException) -> BaseException:
-    # A task group wraps a lone failure in an exception group; the user wants the failure.
+    # A task group wraps failures in an exception group; the user wants the (first) failure.
+    # (Duck-typed: Python 3.10 has no BaseExceptionGroup.)
     while True:
         inner = getattr(exc, "exceptions", None)
-        if not (isinstance(inner, tuple) and len(inner) == 1):
+        if not (isinstance(inner, tuple) and inner and isinstance(inner[0], BaseException)):
             return exc
         exc = inner[0]
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, UsageError | OSError) or exc.__module__.startswith("idme_passback"):
+def _describe(exc: BaseException) -> str | None:
+    """The one line that explains ``exc``, or ``None`` for an error nothing explains (a bug)."""
+    if isinstance(exc, UnicodeError):
+        return f"the input is not UTF-8 text ({getattr(exc, 'reason', exc)})"
+    if isinstance(exc, UsageError | PassbackError | OSError):
         return str(exc) or type(exc).__name__
-    return f"unexpected {type(exc).__name__}: {exc}"
+    return None
 
 
 async def run(
@@ -104,8 +117,18 @@ async def run(
         return done.status
     except Exception as raised:
         exc = _innermost(raised)
-        ctx.note(f"idme-passback: error: {_describe(exc)}")
-        return int(exit_code_for(exc))
+        described = _describe(exc)
+        if described is not None:
+            ctx.note(f"idme-passback: error: {described}")
+            return int(exit_code_for(exc))
+        ctx.note(
+            f"idme-passback: internal error: {type(exc).__name__}: {exc} (a bug in "
+            f"idme-passback; please report it; set {DEBUG_ENV}=1 to see its traceback)"
+        )
+        if os.environ.get(DEBUG_ENV) == "1":
+            # Scrubbed like every line printed: a traceback repeats messages.
+            ctx.note("".join(traceback.format_exception(raised)).rstrip())
+        return int(ExitCode.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

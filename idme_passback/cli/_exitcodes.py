@@ -8,7 +8,11 @@ from ..errors import (
     AuthenticationError,
     ConfigurationError,
     DocumentTokensMissingError,
+    FileWriteError,
+    FolderNotFoundError,
+    FolderNotWritableError,
     GoneError,
+    InvalidFilenameError,
     InvalidSizeError,
     InvalidTokenError,
     NotFoundError,
@@ -17,6 +21,8 @@ from ..errors import (
     RateLimitError,
     ResponseError,
     ServerError,
+    TargetExistsError,
+    TargetIsAFolderError,
     TransportError,
 )
 
@@ -61,6 +67,14 @@ _CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (ConfigurationError, ExitCode.USAGE),
     (InvalidSizeError, ExitCode.USAGE),
     (InvalidTokenError, ExitCode.USAGE),
+    # A file that exists, a folder that does not or refuses files, a name too
+    # long: the user can fix the arguments.
+    (InvalidFilenameError, ExitCode.USAGE),
+    (TargetExistsError, ExitCode.USAGE),
+    (TargetIsAFolderError, ExitCode.USAGE),
+    (FolderNotFoundError, ExitCode.USAGE),
+    (FolderNotWritableError, ExitCode.USAGE),
+    (FileWriteError, ExitCode.ERROR),
     (AuthenticationError, ExitCode.AUTHENTICATION),
     (PermissionDeniedError, ExitCode.AUTHENTICATION),
     (NotFoundError, ExitCode.NOT_FOUND),
@@ -71,11 +85,12 @@ _CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (ServerError, ExitCode.UNAVAILABLE),
     (ResponseError, ExitCode.UNAVAILABLE),
     (PassbackError, ExitCode.ERROR),
-    # A file that exists, a folder that does not: the user can fix the arguments.
     (FileExistsError, ExitCode.USAGE),
     (FileNotFoundError, ExitCode.USAGE),
     (IsADirectoryError, ExitCode.USAGE),
     (NotADirectoryError, ExitCode.USAGE),
+    (PermissionError, ExitCode.USAGE),
+    (UnicodeError, ExitCode.USAGE),
     (KeyboardInterrupt, ExitCode.INTERRUPTED),
 )
 

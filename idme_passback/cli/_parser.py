@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from .._version import __version__
@@ -30,6 +31,59 @@ read them: the API token comes from IDME_API_TOKEN or --api-token-file, the
 access token from IDME_ACCESS_TOKEN or --access-token-file, and document
 tokens from stdin. IDME_PASSBACK_BASE_URL, if set, is the default --base-url.
 """
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, got {text[:20]!r}")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text[:20]!r}")
+    return value
+
+
+def _seconds(*, positive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            kind = "a positive" if positive else "a non-negative"
+            raise argparse.ArgumentTypeError(
+                f"expected {kind} number of seconds, got {text[:20]!r}"
+            )
+        return value
+
+    return parse
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a rate is a number from 0 to 1, got {text[:20]!r}")
+    return value
+
+
+def _dimensions(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text[:20]!r}")
+    return int(width), int(height)
 
 
 class ParserExit(Exception):
@@ -194,11 +248,68 @@ def build_parser() -> argparse.ArgumentParser:
         "serve-fake",
         api=False,
         summary="serve a fake Passback API on loopback and print its credentials",
-        description="Serve idme_passback.testing.FakePassbackServer over HTTP until\n"
-        "Ctrl+C, printing the base URL and the (fake) credentials it accepts.",
+        description="Serve idme_passback.testing.FakePassbackServer over HTTP (or HTTPS\n"
+        "with --certfile/--keyfile) until Ctrl+C, printing the base URL and the\n"
+        "(fake) credentials it accepts. The options set the fake's rate limit,\n"
+        "latency and faults, for load tests.",
     )
     sub.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
-    sub.add_argument("--port", type=int, default=8000, help="default: 8000; 0 picks a free one")
+    sub.add_argument("--port", type=_port, default=8000, help="default: 8000; 0 picks a free one")
+    fake = sub.add_argument_group("the fake's behaviour")
+    fake.add_argument(
+        "--limit", type=_positive_int, default=2, metavar="N", help="requests per period (2)"
+    )
+    fake.add_argument(
+        "--period",
+        type=_seconds(positive=True),
+        default=60.0,
+        metavar="SECONDS",
+        help="the rate-limit period (60)",
+    )
+    fake.add_argument(
+        "--algorithm",
+        choices=("sliding", "fixed", "bucket"),
+        default="sliding",
+        help="how the fake counts (sliding)",
+    )
+    fake.add_argument(
+        "--latency",
+        type=_seconds(positive=False),
+        default=0.0,
+        metavar="SECONDS",
+        help="sleep before each document answer (0)",
+    )
+    for name, what in (
+        ("error-rate", "a 500 page"),
+        ("cut-body-rate", "half its body under a full Content-Length"),
+        ("non-image-rate", "a 200 HTML page"),
+        ("throttle-rate", "a 429 within its budget"),
+    ):
+        fake.add_argument(
+            f"--{name}",
+            type=_rate,
+            default=0.0,
+            metavar="P",
+            help=f"the chance a document request gets {what} (0)",
+        )
+    fake.add_argument("--retry-after", metavar="VALUE", help="a fixed Retry-After for every 429")
+    fake.add_argument("--seed", metavar="SEED", help="replay the same faults and tokens")
+    fake.add_argument("--image-format", choices=("JPEG", "PNG"), default="JPEG")
+    fake.add_argument(
+        "--original-size",
+        type=_dimensions,
+        default=(856, 540),
+        metavar="WxH",
+        help="every document's original image (856x540)",
+    )
+    fake.add_argument(
+        "--single-use-access-tokens",
+        action="store_true",
+        help="a second attributes call with one access token gets 401",
+    )
+    tls = sub.add_argument_group("TLS")
+    tls.add_argument("--certfile", metavar="PATH", help="serve HTTPS with this certificate (PEM)")
+    tls.add_argument("--keyfile", metavar="PATH", help="and this private key (PEM)")
 
     sub = _command(
         commands,

@@ -37,11 +37,22 @@ async def wait_all_tasks_blocked() -> None:
     """
     this = _running_asyncio_task()
     if this is not None:
+        loop = asyncio.get_running_loop()
         for _ in range(100_000):
             await asyncio.sleep(0)
-            if all(task is this or _blocked(task) for task in asyncio.all_tasks()):
+            # A callback still queued (a finished task's done-callback, which wakes
+            # the task group waiting on it) means someone is about to run.
+            if not _queued(loop) and all(
+                task is this or _blocked(task) for task in asyncio.all_tasks()
+            ):
                 return
     await anyio.wait_all_tasks_blocked()
+
+
+def _queued(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the loop holds callbacks ready to run (``False`` where it cannot tell)."""
+    ready = getattr(loop, "_ready", None)
+    return bool(ready)
 
 
 def _blocked(task: asyncio.Task[Any]) -> bool:
