@@ -220,6 +220,22 @@ class Folder:
             what = "a symlink" if stat.S_ISLNK(info.st_mode) else "a file"
             raise TargetExistsError(f"{shown!r} exists ({what}); pass overwrite=True to replace it")
 
+    def check_unclaimed(self, name: str) -> None:
+        """Raise if another live download is writing ``name``; remove a dead one's leftovers.
+
+        Raises:
+            TargetExistsError: a live writer holds the file's temporary file.
+        """
+        part = _part(name)
+        try:
+            self._lstat(part)
+        except OSError:
+            return
+        if not self._remove_if_stale(part):
+            raise TargetExistsError(
+                f"{str(self.path / name)!r} is being written by another download"
+            )
+
     def check_writable(self) -> None:
         """Prove the folder takes new files, by making (and removing) one.
 
@@ -503,6 +519,7 @@ def check_target(path: str | os.PathLike[str], *, overwrite: bool) -> Target:
     try:
         name = folder.check_name(target.name)
         folder.check_free(name, overwrite=overwrite)
+        folder.check_unclaimed(name)
         folder.check_writable()
     except BaseException:
         folder.close()

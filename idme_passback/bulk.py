@@ -185,6 +185,7 @@ class _Downloads:
         if request.filename is not None:
             name = folder.check_name(request.filename)
             folder.check_free(name, overwrite=self._overwrite)
+            folder.check_unclaimed(name)
         else:
             # The extension comes with the body, but a file of this item under any
             # image extension already means a refusal: find out before spending a request.
@@ -193,6 +194,7 @@ class _Downloads:
                 folder.check_name(stem + extension)
                 if not self._overwrite:
                     folder.check_free(stem + extension, overwrite=False)
+                folder.check_unclaimed(stem + extension)
         folder.check_writable()
         return name
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import os
 import queue
 import re
+import shutil
+import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,7 @@ import attrs
 import httpx
 import pytest
 
-from idme_passback import Progress, cli
+from idme_passback import PassbackClient, Progress, RateLimiter, RateLimitError, cli
 from idme_passback.cli import ExitCode, ProgressLine, main, run
 from idme_passback.cli._exitcodes import DESCRIPTIONS
 from idme_passback.testing import DEFAULT_ACCESS_TOKEN, DEFAULT_API_TOKEN, FakePassbackServer
@@ -513,3 +518,284 @@ def test_serve_fake_answers_raw_http(served: str) -> None:
         assert image.status_code == 200
         assert image.headers["content-type"] == "image/jpeg"
         assert image.content.startswith(b"\xff\xd8\xff")
+
+
+# -- hostile input, hostile servers, torn manifests (issue 13) ------------------------------
+
+
+def _no_traceback(outcome: Outcome) -> None:
+    assert "Traceback" not in outcome.err + outcome.out
+    assert len(outcome.error_lines) <= 2, outcome.err
+
+
+@pytest.mark.anyio
+async def test_a_row_that_is_not_utf8_fails_alone(fake: FakePassbackServer, tmp_path: Path) -> None:
+    good = [fake.issue_document() for _ in range(2)]
+    listing = tmp_path / "tokens.csv"
+    listing.write_bytes(good[0].encode() + b"\n\xff\xfe not utf-8\n" + good[1].encode() + b"\n")
+    out = tmp_path / "out"
+    result = await cli_run(fake, "download-many", str(listing), "--out", str(out))
+    _no_traceback(result)
+    assert result.code == ExitCode.ITEMS_FAILED, result.err
+    records = sorted(read_manifest(out / "manifest.jsonl"), key=lambda r: r["index"])
+    assert [(r["index"], r["status"]) for r in records] == [(0, "ok"), (1, "error"), (2, "ok")]
+    assert records[1]["error"] == "InvalidRow"
+    assert "not UTF-8" in records[1]["message"]
+    assert fake.count(endpoint="document") == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "bad_row",
+    ["x" * 200_000, "a\x00b", '"' + "y" * 70_000],
+    ids=["a-200-kb-field", "a-nul", "an-endless-quote"],
+)
+async def test_a_row_that_is_not_csv_or_too_long_fails_alone(
+    fake: FakePassbackServer, tmp_path: Path, bad_row: str
+) -> None:
+    # (A NUL is CSV to Python 3.11+, and then not a token: it fails alone either way.)
+    good = [fake.issue_document() for _ in range(2)]
+    out = tmp_path / "out"
+    stdin = f"{good[0]}\n{bad_row}\n{good[1]}\n"
+    result = await cli_run(fake, "download-many", "--out", str(out), stdin=stdin)
+    _no_traceback(result)
+    assert result.code == ExitCode.ITEMS_FAILED, result.err
+    records = sorted(read_manifest(out / "manifest.jsonl"), key=lambda r: r["index"])
+    assert [r["status"] for r in records] == ["ok", "error", "ok"]
+    assert (
+        records[1]["message"].startswith("line 2: ") or records[1]["error"] == "InvalidTokenError"
+    )
+    assert bad_row[:100] not in (out / "manifest.jsonl").read_text(encoding="utf-8")
+
+
+@pytest.mark.anyio
+async def test_a_deeply_nested_attributes_answer_is_one_line_and_exit_7(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IDME_ACCESS_TOKEN", DEFAULT_ACCESS_TOKEN)
+    deep = b'{"attributes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(
+            200, content=deep, headers={"content-type": "application/json"}
+        )
+    )
+    out, err = io.StringIO(), io.StringIO()
+    code = await run(["attributes"], transport=transport, stdout=out, stderr=err)
+    outcome = Outcome(code, out.getvalue(), err.getvalue())
+    _no_traceback(outcome)
+    assert code == ExitCode.UNAVAILABLE
+    assert (
+        outcome.error_lines
+        == ["idme-passback: error: the attributes answer is nested too deeply to decode"]
+        or "not JSON" in outcome.err
+    )
+
+
+@pytest.mark.anyio
+async def test_an_error_the_cli_cannot_explain_is_called_a_bug_and_shown_only_on_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise ZeroDivisionError("a bug in a transport")
+
+    async def fetch() -> Outcome:
+        out, err = io.StringIO(), io.StringIO()
+        code = await run(
+            ["fetch", "-o", str(tmp_path / "x.jpg")],
+            transport=httpx.MockTransport(broken),
+            stdin=io.StringIO(UNKNOWN_TOKEN),
+            stdout=out,
+            stderr=err,
+        )
+        return Outcome(code, out.getvalue(), err.getvalue())
+
+    quiet = await fetch()
+    assert quiet.code == ExitCode.ERROR
+    assert "Traceback" not in quiet.err
+    assert "internal error: ZeroDivisionError: a bug in a transport" in quiet.err
+    assert "IDME_PASSBACK_DEBUG=1" in quiet.err
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    loud = await fetch()
+    assert "Traceback" in loud.err
+    assert UNKNOWN_TOKEN not in loud.err  # the traceback is scrubbed like every line
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve-fake", "--port", "99999"],
+        ["serve-fake", "--port", "-1"],
+        ["serve-fake", "--error-rate", "2"],
+        ["serve-fake", "--period", "0"],
+        ["serve-fake", "--latency", "nan"],
+        ["serve-fake", "--limit", "0"],
+        ["serve-fake", "--original-size", "big"],
+        ["serve-fake", "--error-rate", "0.6", "--cut-body-rate", "0.6"],
+        ["serve-fake", "--certfile", "cert.pem"],
+        ["serve-fake", "--certfile", "missing.pem", "--keyfile", "missing.pem"],
+    ],
+)
+async def test_bad_serve_fake_options_are_one_line_and_exit_2(
+    fake: FakePassbackServer, argv: list[str]
+) -> None:
+    outcome = await cli_run(fake, *argv)
+    _no_traceback(outcome)
+    assert outcome.code == ExitCode.USAGE, outcome.err
+    assert len(outcome.error_lines) == 1
+
+
+@pytest.mark.anyio
+async def test_resume_repairs_a_manifest_cut_mid_line(
+    fake: FakePassbackServer, tmp_path: Path
+) -> None:
+    tokens = [fake.issue_document() for _ in range(4)]
+    listing = tmp_path / "tokens.txt"
+    listing.write_text("\n".join(tokens) + "\n")
+    out = tmp_path / "out"
+    assert (await cli_run(fake, "download-many", str(listing), "--out", str(out))).code == 0
+    manifest = out / "manifest.jsonl"
+    text = manifest.read_bytes()
+    manifest.write_bytes(text[: len(text) - 40])  # the last record, cut by a crash
+
+    resumed = await cli_run(fake, "download-many", str(listing), "--out", str(out), "--resume")
+    _no_traceback(resumed)
+    assert resumed.code == ExitCode.OK, resumed.err
+    assert "last line was cut short" in resumed.err
+    assert fake.count(endpoint="document") == 4  # the cut record's file was complete on disk
+    records = read_manifest(manifest)  # every line whole
+    assert sorted(r["index"] for r in records) == [0, 1, 2, 3]
+    again = await cli_run(fake, "download-many", str(listing), "--out", str(out), "--resume")
+    assert again.code == ExitCode.OK, again.err
+    assert "0 downloaded, 0 failed, 4 skipped" in again.out
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".jpg") == sorted(
+        Path(r["path"]).name for r in records
+    )
+
+
+@pytest.mark.anyio
+async def test_resume_records_complete_files_the_manifest_never_heard_of(
+    fake: FakePassbackServer, tmp_path: Path
+) -> None:
+    tokens = [fake.issue_document() for _ in range(5)]
+    listing = tmp_path / "tokens.txt"
+    listing.write_text("\n".join(tokens) + "\n")
+    out = tmp_path / "out"
+    assert (await cli_run(fake, "download-many", str(listing), "--out", str(out))).code == 0
+    manifest = out / "manifest.jsonl"
+    lines = manifest.read_text(encoding="utf-8").splitlines(keepends=True)
+    manifest.write_text("".join(lines[:2]), encoding="utf-8")  # killed before recording 3
+
+    resumed = await cli_run(fake, "download-many", str(listing), "--out", str(out), "--resume")
+    assert resumed.code == ExitCode.OK, resumed.err
+    assert fake.count(endpoint="document") == 5  # nothing fetched twice
+    assert "3 found complete on disk" in resumed.out
+    records = read_manifest(manifest)
+    assert sorted(r["index"] for r in records) == [0, 1, 2, 3, 4]
+    for record in records:
+        path = Path(record["path"])
+        assert path.stat().st_size == record["bytes"]
+        assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert sum(bool(r.get("recovered")) for r in records) == 3
+
+
+def test_stdin_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+        [sys.executable, "-m", "idme_passback", "download-many", "--out", str(tmp_path / "o")],
+        input=b"\xff\xfe\xfa\n",
+        capture_output=True,
+        timeout=60,
+        env={**_clean_env(), "IDME_API_TOKEN": DEFAULT_API_TOKEN, "PYTHONIOENCODING": "utf-8"},
+        check=False,
+    )
+    err = done.stderr.decode()
+    assert done.returncode == ExitCode.USAGE, err
+    assert "Traceback" not in err
+    assert "not UTF-8" in err
+
+
+@contextlib.contextmanager
+def serving_fake(*options: str) -> Iterator[tuple[str, list[str]]]:
+    """``idme-passback serve-fake --port 0 OPTIONS`` in a process; yields its URL and output."""
+    with subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+        [sys.executable, "-m", "idme_passback", "serve-fake", "--port", "0", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_clean_env(),
+    ) as process:
+        lines: queue.Queue[str] = queue.Queue()
+        seen: list[str] = []
+
+        def pump() -> None:
+            for line in process.stdout or ():
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        try:
+            first = lines.get(timeout=10)
+            seen.append(first)
+            match = re.search(r"https?://127\.0\.0\.1:\d+/", first)
+            assert match, first + (process.stderr.read() if process.stderr else "")
+            seen.append(lines.get(timeout=10))
+            yield match.group(0), seen
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.mark.anyio
+async def test_serve_fake_takes_the_fakes_limit_period_algorithm_latency_and_faults() -> None:
+    with serving_fake(
+        "--limit", "3", "--period", "30", "--algorithm", "fixed", "--latency", "0.2",
+        "--original-size", "200x120", "--image-format", "PNG", "--seed", "7",
+        "--throttle-rate", "0", "--error-rate", "0",
+    ) as (url, lines):  # fmt: skip
+        assert "3 document requests per 30 s per document (fixed)" in lines[1]
+        async with PassbackClient(
+            DEFAULT_API_TOKEN,
+            base_url=url,
+            limiter=RateLimiter(limit=10, period=30.0),
+            max_retries=0,
+        ) as client:
+            attributes = await client.get_attributes(DEFAULT_ACCESS_TOKEN)
+            front = attributes.document_tokens.front
+            started = time.monotonic()
+            image = await client.get_document(front)
+            assert time.monotonic() - started >= 0.2
+            assert image.media_type == "image/png"
+            await client.get_document(front)
+            await client.get_document(front)
+            with pytest.raises(RateLimitError):
+                await client.get_document(front)
+
+
+@pytest.mark.anyio
+async def test_serve_fake_serves_https_with_a_certificate_and_key(tmp_path: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(  # noqa: S603 - a fixed binary, fixed arguments
+        [
+            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    with serving_fake("--certfile", str(cert), "--keyfile", str(key)) as (url, _):
+        assert url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(cert))
+        async with (
+            httpx.AsyncClient(verify=context) as http,
+            PassbackClient(DEFAULT_API_TOKEN, base_url=url, http_client=http) as client,
+        ):
+            attributes = await client.get_attributes(DEFAULT_ACCESS_TOKEN)
+            image = await client.get_document(attributes.document_tokens.front)
+    assert image.content.startswith(b"\xff\xd8\xff")
