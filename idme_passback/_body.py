@@ -3,42 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import cast
 
 import httpx
 
 from ._deadline import Deadline
+from ._decoding import BodyReader, content_length
 from ._imagetype import SNIFF_BYTES, sniff_image
+from ._tokens import scrub
+from .bounds import Bounds
 from .errors import IncompleteBodyError, NotAnImageError
 from .models import DocumentImage
 from .sizing import Size
 
-
-def _comparable_length(response: httpx.Response) -> int | None:
-    """The Content-Length to hold the decoded body to, if it is one."""
-    length = response.headers.get("content-length")
-    if length is None or not length.isdigit():
-        return None
-    if response.headers.get("content-encoding", "identity").lower() != "identity":
-        return None  # it counts the encoded bytes, not the ones we read
-    return int(length)
+_CONTENT_TYPE_CHARS = 100
+_LOOKS_LIKE = {b"<": "like HTML or XML", b"{": "like JSON", b"[": "like JSON"}
 
 
 class ImageBody:
-    """A 200 response's body, proven an image and whole before it is used.
+    """A 200 response's body, proven an image, whole and within bounds before it is used.
 
     :meth:`read` returns it all (for an image kept in memory). For streaming,
     :meth:`start` reads just enough to recognise the image (so ``extension``
     is known before a file is named), and :meth:`chunks` yields the body
-    chunk by chunk, checking the byte count against Content-Length at the
+    chunk by chunk (decoded by :class:`BodyReader`: at most 64 KiB at a
+    time, never past ``Bounds.max_image_bytes``, every wait under the
+    deadline), checking the bytes received against Content-Length at the
     end. Every check raises, so a caller that writes chunks as they come
     must discard what it wrote; :meth:`aclose` releases the stream.
     """
 
     __slots__ = (
+        "_bounds",
         "_deadline",
         "_expected",
         "_head",
+        "_reader",
         "_response",
         "_stream",
         "content_type",
@@ -47,44 +46,62 @@ class ImageBody:
         "received",
     )
 
-    def __init__(self, response: httpx.Response, deadline: Deadline) -> None:
+    def __init__(
+        self, response: httpx.Response, deadline: Deadline, bounds: Bounds | None = None
+    ) -> None:
         self._response = response
         self._deadline = deadline
+        self._bounds = bounds if bounds is not None else Bounds()
+        self._reader: BodyReader | None = None
         self._stream: AsyncGenerator[bytes, None] | None = None
         self._head = b""
         self.media_type = ""
         self.extension = ""
+        #: Decoded bytes read so far.
         self.received = 0
-        #: The server's Content-Type header, as sent.
-        self.content_type: str | None = response.headers.get("content-type")
-        self._expected = _comparable_length(response)
+        #: The server's Content-Type header, scrubbed of any secret it echoes.
+        self.content_type: str | None = _content_type(response.headers.get("content-type"))
+        # Held against the bytes received (Content-Length counts them, encoded or not).
+        self._expected = content_length(response)
+
+    def _open(self) -> AsyncGenerator[bytes, None]:
+        """Start reading (raises at once for a refused encoding or announced size)."""
+        self._reader = BodyReader(
+            self._response,
+            limit=self._bounds.max_image_bytes,
+            bounds=self._bounds,
+            deadline=self._deadline,
+            what="document",
+        )
+        self._stream = self._reader.chunks()
+        return self._stream
 
     def _check_head(self, head: bytes) -> None:
         kind = sniff_image(head[:SNIFF_BYTES])
         if kind is None:
             raise NotAnImageError(
                 f"the document endpoint answered 200 with a body that is not an image "
-                f"(Content-Type {self.content_type!r}, starts {_describe_head(head)})",
+                f"(Content-Type {self.content_type!r}; {_describe_head(head)})",
                 content_type=self.content_type,
             )
         self.media_type, self.extension = kind
 
     def _check_length(self) -> None:
         expected = self._expected
-        if expected is not None and self.received < expected:
+        wire = 0 if self._reader is None else self._reader.wire
+        if expected is not None and wire is not None and wire < expected:
             raise IncompleteBodyError(
-                f"the image body ended after {self.received} of {expected} bytes",
+                f"the image body ended after {wire} of {expected} bytes",
                 expected=expected,
-                received=self.received,
+                received=wire,
             )
 
     async def read(self) -> bytes:
-        """Return the whole body, once proven an image and complete."""
+        """Return the whole body, once proven an image, complete and within bounds."""
         parts: list[bytes] = []
-        async for chunk in self._response.aiter_bytes():
+        async for chunk in self._open():
             parts.append(chunk)
             self.received += len(chunk)
-            self._check_deadline()  # a body that trickles in must not outlast the deadline
         content = b"".join(parts)
         self._check_head(content)
         self._check_length()
@@ -92,10 +109,7 @@ class ImageBody:
 
     async def start(self) -> None:
         """Read the first bytes and recognise the image (sets ``extension``)."""
-        # httpx types it as an iterator; it is an async generator, closed in aclose().
-        # Chunks as they arrive (no re-chunking): each is checked against the deadline.
-        self._stream = cast("AsyncGenerator[bytes, None]", self._response.aiter_bytes())
-        stream = self._stream
+        stream = self._open()
         head = b""
         async for chunk in stream:
             head += chunk
@@ -103,7 +117,6 @@ class ImageBody:
                 break
         self.received = len(head)
         self._head = head
-        self._check_deadline()
         self._check_head(head)
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
@@ -116,12 +129,8 @@ class ImageBody:
             self._head = b""
         async for chunk in self._stream:
             self.received += len(chunk)
-            self._check_deadline()
             yield chunk
         self._check_length()
-
-    def _check_deadline(self) -> None:
-        self._deadline.check(f"after {self.received} bytes of the body", sent=True)
 
     @property
     def streaming(self) -> bool:
@@ -134,12 +143,20 @@ class ImageBody:
             await self._stream.aclose()
 
 
+def _content_type(value: str | None) -> str | None:
+    # A server is not trusted with what it echoes: scrubbed whole, then cut.
+    if value is None:
+        return None
+    text = " ".join("".join(c if c.isprintable() else " " for c in scrub(value)).split())
+    return text[:_CONTENT_TYPE_CHARS]
+
+
 def _describe_head(head: bytes) -> str:
+    # What the body looks like, never its bytes: they may begin an echoed secret.
     if not head:
         return "empty"
-    sample = head[:8].decode("ascii", "replace")
-    printable = "".join(c if c.isprintable() else "." for c in sample)
-    return f"{printable!r}"
+    kind = _LOOKS_LIKE.get(head.lstrip()[:1], "no known image signature")
+    return f"{len(head)} bytes, {kind}"
 
 
 async def read_image(body: ImageBody, token: str, box: Size | None) -> DocumentImage:

@@ -20,7 +20,13 @@ from ._config import ATTRIBUTES, CLIENT_DEFAULT, DOCUMENT, REFRESH, UseClientDef
 from ._deadline import Deadline, Timeout
 from ._http import Wire, decode_json, translate
 from ._tokens import check_token
-from .errors import MalformedResponseError, PassbackError
+from .bounds import Bounds
+from .errors import (
+    DeadlineExceededError,
+    MalformedResponseError,
+    PassbackError,
+    TransportError,
+)
 from .limiter import Permit
 from .models import Attributes, parse_attributes
 from .sizing import Size
@@ -49,6 +55,8 @@ class Session:
     decoder: AttributesDecoder
     #: How long a 429 without Retry-After pauses its document.
     default_hold: float
+    #: What a server may make the client hold, and how late a request may leave.
+    bounds: Bounds = attrs.Factory(Bounds)
 
     def cap(self, timeout: TimeoutArg, deadline: Deadline) -> Timeout:
         """The attempt's timeout (the client's by default), shortened to fit the deadline."""
@@ -78,8 +86,18 @@ async def attributes_once(
     response = await session.wire.send(request, ATTRIBUTES, secrets, deadline)
     content_type = response.headers.get("content-type")
     body = await session.wire.read(response, ATTRIBUTES, secrets, deadline)
-    payload = await session.decoder.decode(body, content_type)
-    return parse_attributes(payload, secrets=secrets)
+    try:
+        # Decoding may fetch signing keys: that wait is the call's too.
+        payload = await deadline.run(
+            lambda: session.decoder.decode(body, content_type),
+            "while decoding the attributes answer",
+            sent=True,
+        )
+        return parse_attributes(payload, secrets=secrets)
+    except RecursionError:
+        raise MalformedResponseError(
+            "the attributes answer is nested too deeply to decode"
+        ) from None
 
 
 async def document_once(  # noqa: PLR0917 - private; one call per client entry point
@@ -90,32 +108,54 @@ async def document_once(  # noqa: PLR0917 - private; one call per client entry p
     consume: Callable[[ImageBody], Awaitable[T]],
     timeout: TimeoutArg,
     deadline: Deadline,
+    attempt_seconds: float | None = None,
 ) -> T:
-    """One document request under a rate-limit permit; ``consume`` reads the 200 body."""
+    """One document request under a rate-limit permit; ``consume`` reads the 200 body.
+
+    ``attempt_seconds`` bounds the attempt from the moment its permit is
+    granted (bulk items, whose wait for their turn is not theirs to time out on).
+    """
     secrets = (session.api_token, token)
     params = {"token": session.api_token}
     if box is not None:
         params["size"] = str(box)
-    async with enter(token, timeout=deadline.wait_allowed()) as permit:
-        # A slow limiter (or its store) may have used up the time: do not send late.
-        deadline.check("while waiting on the rate limiter", sent=False)
+    # Time kept for the request itself: a token that leaves less is not worth taking.
+    margin = session.bounds.send_margin(deadline.seconds)
+    async with enter(token, timeout=deadline.wait_allowed(margin)) as permit:
+        # A slow limiter (or its store) may have used up the time: do not send late,
+        # and give the token back, so the document keeps its request for later.
+        if deadline.remaining() < max(margin, 1e-3):
+            permit.not_sent()
+            raise DeadlineExceededError(
+                f"the call's deadline of {deadline.seconds:g} s would pass before a "
+                "document request could be answered (it was not sent)",
+                sent=False,
+            )
+        deadline = deadline.within(attempt_seconds)
         request = session.wire.build(
             "POST",
             f"{session.base_url}{DOCUMENT.path}{token}",
             params=params,
+            # An image gains nothing from compression; a server that sends it anyway
+            # is decoded within bounds.
+            headers={"Accept-Encoding": "identity"},
             timeout=session.cap(timeout, deadline),
         )
         response = await session.wire.send(
             request, DOCUMENT, secrets, deadline, permit=permit, default_hold=session.default_hold
         )
-        body = ImageBody(response, deadline)
+        body = ImageBody(response, deadline, session.bounds)
+        failure: TransportError | None = None
         try:
             return await consume(body)
         except httpx.HTTPError as exc:
-            raise translate(exc, secrets, DOCUMENT) from None
+            failure = translate(exc, secrets, DOCUMENT)
         finally:
             await body.aclose()
             await response.aclose()
+        # Raised outside the handler: the foreign error is neither cause nor context.
+        assert failure is not None  # consume() returned, or its httpx error was translated
+        raise failure
 
 
 async def refresh_once(

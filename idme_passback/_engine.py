@@ -6,8 +6,9 @@ run at once. So a document whose budget is spent holds one waiter, however
 many of its items are queued, and does not delay another document's first
 request, within two windows: up to ``max_buffered`` items queued in all,
 and up to ``max_active`` documents waiting at once (past either, reading
-the input pauses until one frees, so memory stays bounded). Each attempt waits on the rate limiter first and only then takes
-one of ``concurrency`` slots, and keeps its slot until its result has been
+the input pauses until one frees, so memory stays bounded). Each attempt
+waits on the rate limiter first and only then takes one of
+``concurrency`` slots, and keeps its slot until its result has been
 handed to the caller: at most ``concurrency`` results (images) are ever
 held, whatever the consumer's speed.
 """

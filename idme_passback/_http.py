@@ -11,16 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Iterable
-from typing import cast
+from collections.abc import Iterable
 
 import httpx
 
+from . import _telemetry as telemetry
 from ._config import Endpoint
 from ._deadline import Deadline
-from ._tokens import scrub, shorten
+from ._decoding import ACCEPT_ENCODING, BodyReader
+from ._tokens import scrub, shorten, tail_to_drop
+from .bounds import DEFAULT_MAX_JSON_BYTES, Bounds
 from .errors import (
     APIStatusError,
+    DeadlineExceededError,
     MalformedResponseError,
     PassbackConnectionError,
     PassbackTimeoutError,
@@ -34,21 +37,27 @@ from .retry import parse_retry_after
 
 logger = logging.getLogger("idme_passback")
 
-#: The largest JSON body read (attributes, refresh, error bodies are all far smaller).
-MAX_JSON_BYTES = 1024 * 1024
+#: The largest JSON body read by default (see :class:`~idme_passback.Bounds`).
+MAX_JSON_BYTES = DEFAULT_MAX_JSON_BYTES
 _EXCERPT_BYTES = 1024
 _EXCERPT_CHARS = 200
+# One decoding step may overshoot what the excerpt wants by a chunk.
+_EXCERPT_SLACK = 64 * 1024
 
 
 class Wire:
     """Sends requests through one ``httpx.AsyncClient`` and classifies the answers."""
 
-    __slots__ = ("_headers", "_http")
+    __slots__ = ("_headers", "_http", "bounds")
 
-    def __init__(self, http: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, headers: dict[str, str], bounds: Bounds | None = None
+    ) -> None:
         self._http = http
         # Headers every request carries that the AsyncClient may not (a caller's client).
-        self._headers = headers
+        # Only what the client decodes itself is asked for (httpx would add br, zstd).
+        self._headers = {"Accept-Encoding": ACCEPT_ENCODING, **headers}
+        self.bounds = bounds if bounds is not None else Bounds()
 
     def build(
         self,
@@ -85,18 +94,34 @@ class Wire:
         """
         try:
             # Never follow a redirect: the URL carries secrets, a Location may not deserve them.
-            response = await self._http.send(request, stream=True, follow_redirects=False)
+            # The deadline bounds the whole wait: per-read timeouts cannot stop headers
+            # that come a byte at a time.
+            response = await deadline.run(
+                lambda: self._http.send(request, stream=True, follow_redirects=False),
+                f"waiting for the {endpoint.name} endpoint's answer",
+                sent=True,
+            )
         except httpx.HTTPError as exc:
-            error = translate(exc, secrets, endpoint)
+            error: TransportError | None = translate(exc, secrets, endpoint)
+        else:
+            error = None
+        if error is not None:
+            # Raised outside the handler: the foreign error (its message and its chain
+            # may hold echoed secret bytes) is neither the cause nor the context.
+            telemetry.failed(endpoint, error)
             if permit is not None and not error.sent:
                 permit.not_sent()
-            raise error from None
+            raise error
         status = response.status_code
+        telemetry.answered(endpoint, status)
         logger.debug("%s %s: %d", request.method, endpoint.name, status)
         try:
             retry_after = None
             if status == 429:
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                # An HTTP date is read against the answer's own Date, not our clock.
+                retry_after = parse_retry_after(
+                    response.headers.get("retry-after"), date=response.headers.get("date")
+                )
             if permit is not None:
                 hold = None
                 if status == 429:
@@ -117,28 +142,37 @@ class Wire:
         endpoint: Endpoint,
         secrets: tuple[str, ...],
         deadline: Deadline,
-        limit: int = MAX_JSON_BYTES,
+        limit: int | None = None,
     ) -> bytes:
-        """Read a (non-image) body whole, within ``limit`` bytes and the deadline; close it.
+        """Read a (non-image) body whole, within the bounds and the deadline; close it.
+
+        ``limit`` is the most decoded bytes (``Bounds.max_json_bytes`` by default).
 
         Raises:
-            MalformedResponseError: the body is larger than ``limit``.
+            BodyTooLargeError: the body is larger than ``limit``.
+            ContentEncodingError: a stacked, unknown or corrupt encoding.
+            DeadlineExceededError: the deadline passed before the body was in.
             TransportError: the body did not arrive.
         """
         parts = bytearray()
+        failure: TransportError | None = None
         try:
-            async with _chunks(response) as chunks:
+            reader = BodyReader(
+                response,
+                limit=self.bounds.max_json_bytes if limit is None else limit,
+                bounds=self.bounds,
+                deadline=deadline,
+                what=endpoint.name,
+            )
+            async with contextlib.aclosing(reader.chunks()) as chunks:
                 async for chunk in chunks:
                     parts += chunk
-                    if len(parts) > limit:
-                        raise MalformedResponseError(
-                            f"the {endpoint.name} endpoint's body is larger than {limit} bytes"
-                        )
-                    deadline.check(f"while reading the {endpoint.name} body", sent=True)
         except httpx.HTTPError as exc:
-            raise translate(exc, secrets, endpoint) from None
+            failure = translate(exc, secrets, endpoint)
         finally:
             await response.aclose()
+        if failure is not None:
+            raise failure  # outside the handler: nothing foreign chained
         return bytes(parts)
 
     async def _status_error(
@@ -149,20 +183,30 @@ class Wire:
         deadline: Deadline,
         retry_after: float | None,
     ) -> APIStatusError:
-        # Read past the excerpt by the longest secret, so none is cut in two before
-        # it is scrubbed.
-        wanted = _EXCERPT_BYTES + max(map(len, secrets))
+        # Read past the excerpt by the longest form a secret can take (wholly
+        # percent-encoded), so one that straddles the excerpt's end is whole in view.
+        tail = tail_to_drop(secrets)
+        wanted = _EXCERPT_BYTES + tail
         head = bytearray()
         try:
-            async with _chunks(response) as chunks:
+            reader = BodyReader(
+                response,
+                limit=wanted + _EXCERPT_SLACK,
+                bounds=self.bounds,
+                deadline=deadline,
+                what=f"{response.status_code}",
+                head_only=True,
+            )
+            async with contextlib.aclosing(reader.chunks()) as chunks:
                 async for chunk in chunks:
                     head += chunk
                     if len(head) >= wanted:
                         break
-                    deadline.check(f"while reading a {response.status_code} body", sent=True)
-        except httpx.HTTPError:
-            pass  # an error body that breaks off still tells its status
-        excerpt = _excerpt(bytes(head[:wanted]), secrets)
+        except (httpx.HTTPError, ResponseError, DeadlineExceededError):
+            # An error body that breaks off, stalls past the deadline, or cannot be
+            # decoded still tells its status: that is the error to raise.
+            pass
+        excerpt = _excerpt(bytes(head[:wanted]), secrets, tail if len(head) >= wanted else 0)
         code, description = _oauth_error(bytes(head[:wanted]), secrets)
         status = response.status_code
         reason = _printable(scrub(response.reason_phrase, secrets))[:60]
@@ -205,6 +249,8 @@ def decode_json(body: bytes, endpoint: Endpoint) -> object:
 
 def retryable(exc: Exception, endpoint: Endpoint) -> bool:
     """Whether ``exc`` is worth another try of a request to ``endpoint``."""
+    if isinstance(exc, DeadlineExceededError):
+        return False  # the call's time is up: another try could only be late
     if isinstance(exc, TransportError):
         return not exc.sent or endpoint.retry_after_send
     if not endpoint.retry_after_send:
@@ -231,18 +277,19 @@ def translate(exc: httpx.HTTPError, secrets: Iterable[str], endpoint: Endpoint) 
     )
 
 
-def _chunks(response: httpx.Response) -> contextlib.aclosing[AsyncGenerator[bytes, None]]:
-    """The body's chunks, closed on leaving even when abandoned midway."""
-    # httpx types it as an iterator; it is an async generator.
-    return contextlib.aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_bytes()))
-
-
 def _printable(text: str) -> str:
     return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
-def _excerpt(body: bytes, secrets: Iterable[str]) -> str:
-    text = scrub(body.decode("utf-8", "replace"), secrets)[:_EXCERPT_BYTES]
+def _excerpt(body: bytes, secrets: Iterable[str], tail: int) -> str:
+    """The scrubbed start of a body; ``tail``: characters at the end that may be cut short.
+
+    Decoded first, scrubbed on the whole text, cut only then: a secret that
+    starts before the cut goes whole, and the last ``tail`` characters (which
+    may hold the start of one the read cut off) are dropped.
+    """
+    text = body.decode("utf-8", "replace")
+    text = scrub(text, secrets, cut=min(_EXCERPT_BYTES, max(0, len(text) - tail)))
     return _printable(text)[:_EXCERPT_CHARS]
 
 

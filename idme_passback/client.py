@@ -10,6 +10,7 @@ private module), and failures are retried by one loop beside
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -21,6 +22,7 @@ from typing import Literal, TypeVar
 import attrs
 import httpx
 
+from . import _telemetry as telemetry
 from . import bulk
 from ._attributes import AttributesDecoder
 from ._body import ImageBody, read_image
@@ -41,12 +43,14 @@ from ._config import (
 )
 from ._deadline import Deadline, Timeout
 from ._engine import Gate
-from ._files import check_target, write_atomically
+from ._files import check_target
 from ._http import Wire, retryable
 from ._jose import JWKSSource
 from ._redact import install_redaction
-from ._tokens import check_access_token, check_token
+from ._sentry import note_base_url
+from ._tokens import check_access_token, check_token, remember
 from ._version import __version__
+from .bounds import Bounds
 from .errors import ConfigurationError, PassbackError
 from .limiter import RateLimiter
 from .models import Attributes, DocumentImage
@@ -112,6 +116,9 @@ class PassbackClient:
             dict or a joserfc key), for attributes answered as a JWE.
         verify_attributes_jwt: verify a JWT answer against ID.me's JWKS for
             the base URL (the default); off only behind a proxy that re-signs.
+        bounds: the most a server may make the client hold (image and JSON
+            sizes, decompression) and the least time a document request is
+            sent with (see :class:`Bounds`; its defaults fit identity documents).
 
     Raises:
         ConfigurationError: no API token, an unknown environment, an unsafe
@@ -137,6 +144,7 @@ class PassbackClient:
         retry_policy: RetryPolicy | None = None,
         attributes_decryption_key: object | None = None,
         verify_attributes_jwt: bool = True,
+        bounds: Bounds | None = None,
     ) -> None:
         if api_token is None:
             api_token = os.environ.get("IDME_API_TOKEN") or None
@@ -145,6 +153,7 @@ class PassbackClient:
                 "no API token: pass api_token= or set the IDME_API_TOKEN environment variable"
             )
         self._api_token = check_token(api_token, kind="API token")
+        remember(self._api_token)
         if transport is not None and http_client is not None:
             raise ConfigurationError("pass transport= or http_client=, not both")
         if access_token_in not in ("query", "header"):
@@ -160,6 +169,9 @@ class PassbackClient:
         )
         self._pair_front_back = pair_front_back
         self._deadline = check_deadline(deadline)
+        if bounds is not None and not isinstance(bounds, Bounds):
+            raise ConfigurationError(f"bounds must be a Bounds, got {type(bounds).__name__}")
+        self._bounds = bounds if bounds is not None else Bounds()
         policy = retry_policy or RetryPolicy()
         if max_retries is not None:
             # max_retries= is the short way to set just that; it wins over the policy's.
@@ -171,7 +183,7 @@ class PassbackClient:
         self._http = http_client or httpx.AsyncClient(transport=transport, timeout=timeout)
         jwks = JWKSSource(self._base_url, self._http, clock=self._limiter.clock)
         self._session = Session(
-            wire=Wire(self._http, {"User-Agent": f"idme-passback/{__version__}"}),
+            wire=Wire(self._http, {"User-Agent": f"idme-passback/{__version__}"}, self._bounds),
             base_url=self._base_url,
             api_token=self._api_token,
             timeout=timeout,
@@ -181,8 +193,15 @@ class PassbackClient:
                 decryption_key=attributes_decryption_key,
                 verify=verify_attributes_jwt,
             ),
-            default_hold=policy.default_retry_after or self._limiter.period,
+            default_hold=(
+                self._limiter.period
+                if policy.default_retry_after is None
+                else policy.default_retry_after
+            ),
+            bounds=self._bounds,
         )
+        self._server = httpx.URL(self._base_url).host
+        note_base_url(self._base_url)
         install_redaction()
 
     # -- lifecycle -----------------------------------------------------------
@@ -241,15 +260,18 @@ class PassbackClient:
             APIStatusError, TransportError, MalformedResponseError: other failures.
         """
         access_token = check_access_token(access_token)
+        remember(self._api_token, access_token)
         limit = self._start(deadline)
-        attributes = await self._retrying(
-            lambda: attributes_once(self._session, access_token, timeout, limit),
-            ATTRIBUTES,
-            self._policy.max_retries,
-            limit,
-        )
-        if self._pair_front_back and attributes.has_document_tokens:
-            await self._pair(attributes)
+        with telemetry.call("get_attributes", ATTRIBUTES, server=self._server):
+            attributes = await self._retrying(
+                lambda: attributes_once(self._session, access_token, timeout, limit),
+                ATTRIBUTES,
+                self._policy.max_retries,
+                limit,
+            )
+            _remember_tokens(attributes)
+            if self._pair_front_back and attributes.has_document_tokens:
+                await self._pair(attributes)
         return attributes
 
     async def get_document(
@@ -283,9 +305,10 @@ class PassbackClient:
         async def consume(body: ImageBody) -> DocumentImage:
             return await read_image(body, token, box)
 
-        return await self._document(
-            token, box, consume, timeout=timeout, max_retries=max_retries, deadline=deadline
-        )
+        with telemetry.call("get_document", DOCUMENT, document=token, server=self._server):
+            return await self._document(
+                token, box, consume, timeout=timeout, max_retries=max_retries, deadline=deadline
+            )
 
     async def download_document(
         self,
@@ -301,28 +324,44 @@ class PassbackClient:
         """Stream one side of the identity document to ``path``, atomically, mode 0600.
 
         The body goes chunk by chunk into a temporary file in the target's
-        folder, which is moved into place only once the body is complete and
-        proven an image; on any failure (cancellation included) no file is
-        left behind. ``path`` is used as given: its suffix is not changed to
-        match the image type.
+        folder (``.NAME.idme-part``, locked while written), which is moved into
+        place only once the body is complete and proven an image; on any
+        failure (cancellation included) no file is left behind, and one left
+        by a killed process is removed by the next write of the same file.
+        The folder is opened once, before the request, and written through
+        that descriptor: swapping it for a symlink meanwhile moves nothing.
+        ``path`` is used as given: its suffix is not changed to match the
+        image type.
 
         Raises:
-            FileExistsError: ``path`` exists and ``overwrite`` is false (checked
-                before sending, and again when moving into place).
-            FileNotFoundError: the folder does not exist (nothing is sent).
+            TargetExistsError: ``path`` exists (a dangling symlink too) and
+                ``overwrite`` is false; checked before sending, and again when
+                moving into place. Also a ``FileExistsError``.
+            FolderNotFoundError: the folder does not exist (nothing is sent);
+                also a ``FileNotFoundError``.
+            FolderNotWritableError: the folder does not take new files
+                (nothing is sent); also a ``PermissionError``.
+            InvalidFilenameError: a name the file system cannot hold (nothing
+                is sent).
+            FileWriteError: the disk failed midway (full, I/O error).
             and everything :meth:`get_document` raises.
         """
         box = parse_size(size)
         token = check_token(token)
+        self._start(deadline)  # a bad deadline fails before the folder is opened
         target = check_target(path, overwrite=overwrite)
 
         async def consume(body: ImageBody) -> Path:
-            await write_atomically(target, body.chunks(), overwrite=overwrite)
-            return target
+            await target.folder.write(target.name, body.chunks(), overwrite=overwrite)
+            return target.path
 
-        return await self._document(
-            token, box, consume, timeout=timeout, max_retries=max_retries, deadline=deadline
-        )
+        try:
+            with telemetry.call("download_document", DOCUMENT, document=token, server=self._server):
+                return await self._document(
+                    token, box, consume, timeout=timeout, max_retries=max_retries, deadline=deadline
+                )
+        finally:
+            target.folder.close()
 
     async def refresh_document_token(
         self,
@@ -344,14 +383,17 @@ class PassbackClient:
             APIStatusError, TransportError: other failures.
         """
         token = check_token(token)
+        remember(self._api_token, token)
         limit = self._start(deadline)
-        new_token = await self._retrying(
-            lambda: refresh_once(self._session, token, timeout, limit),
-            REFRESH,
-            self._retries(max_retries),
-            limit,
-        )
-        await self._limiter.link(new_token, token)
+        with telemetry.call("refresh_document_token", REFRESH, document=token, server=self._server):
+            new_token = await self._retrying(
+                lambda: refresh_once(self._session, token, timeout, limit),
+                REFRESH,
+                self._retries(max_retries),
+                limit,
+            )
+            remember(new_token)
+            await self._limiter.link(new_token, token)
         return new_token
 
     # -- bulk -----------------------------------------------------------------
@@ -380,7 +422,9 @@ class PassbackClient:
         :class:`DocumentImage` or the typed error: one failure never stops
         the others. A document whose budget is spent waits on the limiter
         *before* taking a concurrency slot, so it never idles one, and a
-        document's queued items never delay another document. At most
+        document's queued items do not delay another document (within the
+        windows of 65,536 queued items and ``max(1024, 16 * concurrency)``
+        waiting documents, past which reading pauses to bound memory). At most
         ``concurrency`` images are held at once, however slow the consumer.
         """
         return bulk.run(
@@ -470,11 +514,12 @@ class PassbackClient:
         max_retries: int | None,
         deadline: _DeadlineArg,
     ) -> T:
+        remember(self._api_token, token)
         limit = self._start(deadline)
+        enter = telemetry.timing(self._limiter.acquire, self._limiter.clock)
+        counted = _counted(consume)
         return await self._retrying(
-            lambda: document_once(
-                self._session, self._limiter.acquire, token, box, consume, timeout, limit
-            ),
+            lambda: document_once(self._session, enter, token, box, counted, timeout, limit),
             DOCUMENT,
             self._retries(max_retries),
             limit,
@@ -484,14 +529,22 @@ class PassbackClient:
         self, token: str, box: Size | None, consume: bulk.Consume[T], gate: Gate
     ) -> T:
         # Bulk items queue for their turn: that wait is not theirs to time out on.
-        # Each attempt keeps its timeouts, and retries stay bounded by max_retries.
+        # Each attempt, from the moment its permit is granted, has the client's
+        # deadline (a server that trickles cannot hold a slot for ever), and
+        # retries stay bounded by max_retries.
         limit = Deadline.after(self._limiter.clock, None)
-        return await self._retrying(
-            lambda: document_once(self._session, gate, token, box, consume, CLIENT_DEFAULT, limit),
-            DOCUMENT,
-            self._policy.max_retries,
-            limit,
-        )
+        remember(self._api_token, token)
+        enter = telemetry.timing(gate, self._limiter.clock)
+        counted = _counted(consume)
+        with telemetry.call("bulk_document", DOCUMENT, document=token, server=self._server):
+            return await self._retrying(
+                lambda: document_once(
+                    self._session, enter, token, box, counted, CLIENT_DEFAULT, limit, self._deadline
+                ),
+                DOCUMENT,
+                self._policy.max_retries,
+                limit,
+            )
 
     async def _pair(self, attributes: Attributes) -> None:
         # The access token is spent by now: nothing here may raise the payload away.
@@ -501,3 +554,23 @@ class PassbackClient:
                 await self._limiter.link(tokens.back, tokens.front)
         except PassbackError as exc:
             logger.warning("could not pair the front and back budgets: %s", type(exc).__name__)
+
+
+def _counted(consume: Callable[[ImageBody], Awaitable[T]]) -> Callable[[ImageBody], Awaitable[T]]:
+    """``consume``, adding the body's bytes to the call's telemetry once it is read."""
+
+    async def counted(body: ImageBody) -> T:
+        result = await consume(body)
+        telemetry.received(body.received)
+        return result
+
+    return counted
+
+
+def _remember_tokens(attributes: Attributes) -> None:
+    """Keep the answer's document tokens in view for scrubbing, if it holds usable ones."""
+    if attributes.has_document_tokens:
+        # The payload is the caller's to inspect; a malformed pair raises there, not here.
+        with contextlib.suppress(PassbackError):
+            tokens = attributes.document_tokens
+            remember(tokens.front, tokens.back)
