@@ -70,6 +70,9 @@ _DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
 _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# The temporary files this process is writing, by (device, inode): where flock is
+# emulated with per-process locks (NFS), our own lock would not keep us out.
+_WRITING: set[tuple[int, int]] = set()
 
 
 def is_part_name(name: str) -> bool:
@@ -278,6 +281,9 @@ class Folder:
         """
         part = _part(name)
         fd = self._create_part(part, name)
+        info = os.fstat(fd)
+        mine = (info.st_dev, info.st_ino)
+        _WRITING.add(mine)
         digest = hashlib.sha256()
         written = 0
         try:
@@ -293,6 +299,7 @@ class Folder:
             self._discard(part, fd)
             raise
         finally:
+            _WRITING.discard(mine)
             os.close(fd)
         if fsync and self._fd is not None:
             with contextlib.suppress(OSError):
@@ -352,7 +359,7 @@ class Folder:
             return True
         except OSError:
             return False
-        if not self._ours(info):
+        if not self._ours(info) or (info.st_dev, info.st_ino) in _WRITING:
             return False
         try:
             fd = self._open(part, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0), 0)

@@ -350,3 +350,21 @@ def test_a_folder_is_opened_once_and_held() -> None:
     with Folder.open(".") as folder:
         assert folder.name_max >= 14
     assert repr(folder) == "Folder('.')"
+
+
+async def test_two_items_naming_one_file_write_it_once(
+    client: PassbackClient, fake: FakePassbackServer, tmp_path: Path
+) -> None:
+    first, second = fake.issue_document(), fake.issue_document()
+    items = [
+        DocumentRequest(first, filename="same.jpg"),
+        DocumentRequest(second, filename="same.jpg"),
+    ]
+    async with client.download_many(items, tmp_path, concurrency=2) as job:
+        results = [result async for result in job]
+    assert sorted(result.ok for result in results) == [False, True]
+    [refused] = [result for result in results if not result.ok]
+    assert isinstance(refused.error, TargetExistsError)
+    [written] = [result for result in results if result.ok]
+    assert (tmp_path / "same.jpg").read_bytes() == fake.served_bytes(written.token)
+    assert _names(tmp_path) == ["same.jpg"]
