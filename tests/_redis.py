@@ -69,10 +69,15 @@ def _command(port: int, *words: str, timeout: float = 0.5) -> bytes:
 
 
 class RedisNode:
-    """One ``redis-server`` on a loopback port, without persistence."""
+    """One ``redis-server`` on a free loopback port, without persistence.
+
+    :meth:`start` returns once it answers PING; :meth:`stop` kills it and removes
+    its directory. As a context manager: started on entry, stopped on exit.
+    """
 
     def __init__(self, *, cluster: bool = False) -> None:
         self.cluster = cluster
+        self.binary = binary("redis-server")  # skips (or fails in CI) before making anything
         self.port = free_port(cluster=cluster)
         self.workdir = tempfile.mkdtemp(prefix="idme-passback-redis-")
         self._process: subprocess.Popen[bytes] | None = None
@@ -83,7 +88,7 @@ class RedisNode:
 
     def start(self) -> RedisNode:
         args = [
-            binary("redis-server"),
+            self.binary,
             "--port",
             str(self.port),
             "--bind",

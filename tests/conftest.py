@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -16,7 +11,7 @@ import pytest_asyncio
 from idme_passback import PassbackClient, RateLimiter
 from idme_passback.testing import FakeClock
 
-from ._loopback import free_port
+from ._redis import RedisNode
 
 # The seed's own examples.
 API_TOKEN = "1234567-fd03-4ca4-a93e-aae6fce8e82b"
@@ -54,7 +49,7 @@ async def client(clock: FakeClock) -> AsyncIterator[PassbackClient]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A real redis-server: the one .ci/run started, or one started here.
+    """A real redis-server: the one .ci/run started (``IDME_PASSBACK_REDIS_URL``), or one here.
 
     In CI a missing server is a failure, never a skip.
     """
@@ -62,42 +57,5 @@ def redis_url() -> Iterator[str]:
     if url:
         yield url
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed; .ci/run must install it")
-        pytest.skip("redis-server is not installed (CI installs it)")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="idme-passback-redis-")
-    process = subprocess.Popen(  # noqa: S603 - a fixed local binary and arguments
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with RedisNode() as node:
+        yield node.url
