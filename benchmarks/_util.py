@@ -276,15 +276,50 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
-class RedisServer:
-    """A throwaway ``redis-server`` on a free loopback port (no persistence)."""
+def wait_for_redis(
+    port: int,
+    command: bytes = b"PING\r\n",
+    answer: bytes = b"+PONG",
+    *,
+    within: bool = False,
+    timeout: float = 10.0,
+) -> None:
+    """Ask the server on ``port`` ``command`` until its reply starts with (or holds) ``answer``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock,
+        ):
+            sock.sendall(command)
+            reply = sock.recv(4096)
+            if (answer in reply) if within else reply.startswith(answer):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server on port {port} did not become ready")
 
-    def __init__(self, binary: str = "/usr/bin/redis-server") -> None:
+
+class RedisServer:
+    """A throwaway ``redis-server`` on a loopback port (no persistence).
+
+    The port is a free one unless given; ``args`` are passed on to the server.
+    As a context manager it is started and waited for (PING) on entry.
+    """
+
+    def __init__(
+        self,
+        binary: str = "/usr/bin/redis-server",
+        *,
+        port: int | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
         self.binary = binary
-        self.port = free_port()
+        self.port = free_port() if port is None else port
+        self.args = list(args)
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> RedisServer:
+    def start(self) -> None:
+        """Start the server; do not wait for it."""
         self._proc = subprocess.Popen(
             [
                 self.binary,
@@ -296,26 +331,27 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
-            ):
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return self
-            time.sleep(0.05)
-        _stop(self._proc)
-        raise RuntimeError("redis-server did not start")
 
-    def __exit__(self, *exc_info: object) -> None:
+    def stop(self) -> None:
         if self._proc is not None:
             _stop(self._proc)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        try:
+            wait_for_redis(self.port)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 class ServedFake:

@@ -23,10 +23,8 @@ so the last pair goes out 5 periods after the first: 5 x 1 s + one latency.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,11 +38,11 @@ from benchmarks._util import (
     Row,
     ServedFake,
     _child_env,
-    _stop,
     emit,
     emit_result,
     free_port,
     parser,
+    wait_for_redis,
 )
 
 PROCESSES = 3
@@ -180,54 +178,35 @@ class RedisClusterServers:
     def __init__(self, binary: str = "/usr/bin/redis-server", size: int = 3) -> None:
         self.binary = binary
         self.size = size
-        self.ports: list[int] = []
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self.servers: list[RedisServer] = []
         self._dir = tempfile.TemporaryDirectory(prefix="bench-cluster-")
 
     @property
     def port(self) -> int:
-        return self.ports[0]
+        return self.servers[0].port
 
     def __enter__(self) -> RedisClusterServers:
         try:
-            while len(self.ports) < self.size:
+            ports: list[int] = []
+            while len(ports) < self.size:
                 port = free_port()
-                if port + 10000 <= 65535 and port not in self.ports:  # the cluster bus port
-                    self.ports.append(port)
-            for port in self.ports:
+                if port + 10000 <= 65535 and port not in ports:  # the cluster bus port
+                    ports.append(port)
+            for port in ports:
                 workdir = os.path.join(self._dir.name, str(port))
                 os.mkdir(workdir)
-                self._procs.append(
-                    subprocess.Popen(
-                        [
-                            self.binary,
-                            "--port",
-                            str(port),
-                            "--bind",
-                            "127.0.0.1",
-                            "--save",
-                            "",
-                            "--appendonly",
-                            "no",
-                            "--dir",
-                            workdir,
-                            "--cluster-enabled",
-                            "yes",
-                            "--cluster-config-file",
-                            "nodes.conf",
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
-            for port in self.ports:
-                _wait_for(port, b"PING\r\n", b"+PONG")
+                cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+                server = RedisServer(self.binary, port=port, args=["--dir", workdir, *cluster])
+                self.servers.append(server)
+                server.start()
+            for server in self.servers:
+                wait_for_redis(server.port, timeout=20)
             subprocess.run(
                 [
                     os.path.join(os.path.dirname(self.binary), "redis-cli"),
                     "--cluster",
                     "create",
-                    *(f"127.0.0.1:{port}" for port in self.ports),
+                    *(f"127.0.0.1:{port}" for port in ports),
                     "--cluster-replicas",
                     "0",
                     "--cluster-yes",
@@ -236,32 +215,19 @@ class RedisClusterServers:
                 capture_output=True,
                 timeout=30,
             )
-            for port in self.ports:
-                _wait_for(port, b"CLUSTER INFO\r\n", b"cluster_state:ok", within=True)
+            for port in ports:
+                wait_for_redis(
+                    port, b"CLUSTER INFO\r\n", b"cluster_state:ok", within=True, timeout=20
+                )
         except BaseException:
             self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        for proc in self._procs:
-            _stop(proc)
+        for server in self.servers:
+            server.stop()
         self._dir.cleanup()
-
-
-def _wait_for(port: int, command: bytes, answer: bytes, *, within: bool = False) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock,
-        ):
-            sock.sendall(command)
-            reply = sock.recv(4096)
-            if (answer in reply) if within else reply.startswith(answer):
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"redis-server on port {port} did not become ready")
 
 
 def measure(quick: bool) -> list[Row]:
