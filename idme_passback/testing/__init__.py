@@ -29,14 +29,8 @@ from ._idme import (
     IdMeEndpoint,
 )
 from ._idme_keys import FakeKeys
-from ._server import (
-    DEFAULT_ACCESS_TOKEN,
-    DEFAULT_API_TOKEN,
-    Endpoint,
-    FakePassbackServer,
-    RequestRecord,
-    ScriptStep,
-)
+from ._server import DEFAULT_ACCESS_TOKEN, DEFAULT_API_TOKEN, FakePassbackServer
+from ._wire import Endpoint, RequestRecord, ScriptStep
 
 __all__ = [
     "DEFAULT_ACCESS_TOKEN",
