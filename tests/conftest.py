@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 
 from idme_passback import PassbackClient, RateLimiter
-from idme_passback.testing import FakeClock
+from idme_passback.testing import FakeClock, FakePassbackServer
 
 from ._redis import RedisNode
 
@@ -45,6 +47,32 @@ async def client(clock: FakeClock) -> AsyncIterator[PassbackClient]:
         API_TOKEN, environment="sandbox", limiter=RateLimiter(clock=clock)
     ) as passback:
         yield passback
+
+
+#: The type of the ``client_of`` fixture.
+ClientOf = Callable[..., PassbackClient]
+
+
+@pytest.fixture
+def client_of(clock: FakeClock) -> ClientOf:
+    """Build a client of a :class:`FakePassbackServer`, served in memory at ``http://fake/``.
+
+    ``client_of(fake, **options)``: the client (not yet entered) with the fake's API
+    token; its limiter is ``RateLimiter(clock=clock)`` on the test's fake clock unless
+    ``limiter=`` is passed (``limiter=None``: the client's own default, on real time).
+    """
+
+    def make(fake: FakePassbackServer, **options: Any) -> PassbackClient:
+        if "limiter" not in options:
+            options["limiter"] = RateLimiter(clock=clock)
+        return PassbackClient(
+            fake.api_token,
+            base_url="http://fake/",
+            transport=httpx.ASGITransport(app=fake),
+            **options,
+        )
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 import redis.asyncio as redis
 
@@ -28,6 +27,8 @@ from idme_passback._files import TEMP_PREFIX
 from idme_passback.bulk import BulkResults, FetchResult
 from idme_passback.testing import FakeClock, FakePassbackServer
 
+from .conftest import ClientOf
+
 pytestmark = pytest.mark.anyio
 
 
@@ -43,13 +44,8 @@ def fake(clock: FakeClock) -> FakePassbackServer:
 
 
 @pytest.fixture
-async def client(fake: FakePassbackServer, clock: FakeClock) -> AsyncIterator[PassbackClient]:
-    async with PassbackClient(
-        fake.api_token,
-        base_url="http://fake/",
-        transport=httpx.ASGITransport(app=fake),
-        limiter=RateLimiter(clock=clock),
-    ) as passback:
+async def client(fake: FakePassbackServer, client_of: ClientOf) -> AsyncIterator[PassbackClient]:
+    async with client_of(fake) as passback:
         yield passback
 
 
@@ -224,16 +220,11 @@ async def test_a_bad_concurrency_is_refused(client: PassbackClient, concurrency:
 
 
 async def test_cancelling_the_job_stops_promptly_and_leaves_no_temporary_file(
-    tmp_path: Path, clock: FakeClock
+    tmp_path: Path, clock: FakeClock, client_of: ClientOf
 ) -> None:
     fake = FakePassbackServer(clock=clock, latency=5.0)
     tokens = [fake.issue_document() for _ in range(50)]
-    async with PassbackClient(
-        fake.api_token,
-        base_url="http://fake/",
-        transport=httpx.ASGITransport(app=fake),
-        limiter=RateLimiter(clock=clock),
-    ) as client:
+    async with client_of(fake) as client:
         seen = 0
 
         async def consume() -> None:
@@ -255,19 +246,14 @@ async def test_cancelling_the_job_stops_promptly_and_leaves_no_temporary_file(
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_two_processes_split_one_job_through_redis(
-    anyio_backend: str, redis_url: str
+    anyio_backend: str, redis_url: str, client_of: ClientOf
 ) -> None:
     fake = FakePassbackServer(period=0.5)
     tokens = [fake.issue_document() for _ in range(4)]
     prefix = f"bulk-{secrets.token_hex(4)}:"
     connections = [redis.Redis.from_url(redis_url) for _ in range(2)]
     clients = [
-        PassbackClient(
-            fake.api_token,
-            base_url="http://fake/",
-            transport=httpx.ASGITransport(app=fake),
-            limiter=RateLimiter(2, 0.5, store=RedisStore(connection, prefix=prefix)),
-        )
+        client_of(fake, limiter=RateLimiter(2, 0.5, store=RedisStore(connection, prefix=prefix)))
         for connection in connections
     ]
     outcomes: list[bool] = []
@@ -291,15 +277,12 @@ async def test_two_processes_split_one_job_through_redis(
 
 
 async def test_queueing_for_a_slot_does_not_count_against_the_deadline(
-    clock: FakeClock,
+    clock: FakeClock, client_of: ClientOf
 ) -> None:
     fake = FakePassbackServer(clock=clock, latency=5.0)
     tokens = [fake.issue_document() for _ in range(3)]
-    async with PassbackClient(
-        fake.api_token,
-        base_url="http://fake/",
-        transport=httpx.ASGITransport(app=fake),
-        limiter=RateLimiter(clock=clock),
+    async with client_of(
+        fake,
         # Shorter than the queue ahead of the last item (10 s), longer than an
         # attempt (5 s): each attempt is bounded from its grant, not from its queueing.
         deadline=8.0,

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
 from idme_passback import PassbackClient, Progress, RateLimiter
 from idme_passback.testing import FakeClock, FakePassbackServer
+
+from .conftest import ClientOf
 
 pytestmark = pytest.mark.anyio
 
@@ -25,13 +26,8 @@ def fake(clock: FakeClock) -> FakePassbackServer:
 
 
 @pytest.fixture
-async def client(fake: FakePassbackServer, clock: FakeClock) -> AsyncIterator[PassbackClient]:
-    async with PassbackClient(
-        fake.api_token,
-        base_url="http://fake/",
-        transport=httpx.ASGITransport(app=fake),
-        limiter=RateLimiter(clock=clock),
-    ) as passback:
+async def client(fake: FakePassbackServer, client_of: ClientOf) -> AsyncIterator[PassbackClient]:
+    async with client_of(fake) as passback:
         yield passback
 
 
@@ -155,16 +151,11 @@ async def test_an_exception_in_on_progress_reaches_the_caller_unwrapped(
 
 
 async def test_a_long_run_of_one_document_never_delays_anothers_first_request(
-    clock: FakeClock,
+    clock: FakeClock, client_of: ClientOf
 ) -> None:
     fake = FakePassbackServer(clock=clock, seed=6)  # the real budget: 2 per 60 s
     busy, other = fake.issue_document(), fake.issue_document()
-    async with PassbackClient(
-        fake.api_token,
-        base_url="http://fake/",
-        transport=httpx.ASGITransport(app=fake),
-        limiter=RateLimiter(clock=clock),
-    ) as client:
+    async with client_of(fake) as client:
 
         async def consume() -> None:
             async with client.fetch_many([busy] * 1100 + [other], concurrency=4) as results:
@@ -215,17 +206,12 @@ async def test_fetch_all_returns_every_result_in_input_order(
 
 
 async def test_leaving_early_gives_back_the_tokens_of_items_waiting_for_a_slot(
-    clock: FakeClock,
+    clock: FakeClock, client_of: ClientOf
 ) -> None:
     fake = FakePassbackServer(clock=clock, seed=7, limit=1)
     tokens = [fake.issue_document() for _ in range(6)]
     later: dict[str, float] = {}
-    async with PassbackClient(
-        fake.api_token,
-        base_url="http://fake/",
-        transport=httpx.ASGITransport(app=fake),
-        limiter=RateLimiter(limit=1, clock=clock),
-    ) as client:
+    async with client_of(fake, limiter=RateLimiter(limit=1, clock=clock)) as client:
 
         async def job() -> None:
             async with client.fetch_many(tokens, concurrency=1) as results:

@@ -49,7 +49,7 @@ from idme_passback.retry import MAX_RETRY_AFTER, parse_retry_after
 from idme_passback.testing import FakeClock, FakePassbackServer
 
 from ._loopback import serve
-from .conftest import ACCESS_TOKEN, API_TOKEN, FRONT, JPEG, REFRESHED
+from .conftest import ACCESS_TOKEN, API_TOKEN, FRONT, JPEG, REFRESHED, ClientOf
 
 pytestmark = pytest.mark.anyio
 
@@ -242,18 +242,14 @@ async def test_a_trickled_image_in_a_bulk_job_fails_at_the_clients_deadline(
     assert list(tmp_path.iterdir()) == []
 
 
-async def test_a_token_that_leaves_no_time_for_the_request_is_not_spent() -> None:
+async def test_a_token_that_leaves_no_time_for_the_request_is_not_spent(
+    clock: FakeClock, client_of: ClientOf
+) -> None:
     # The document's budget is spent; the limiter could grant again at 60 s, but
     # a deadline of 60.5 s would leave half a second, less than min_send_time.
-    clock = FakeClock()
     fake = FakePassbackServer(clock=clock)
     token = fake.issue_document()
-    async with PassbackClient(
-        fake.api_token,
-        base_url="http://fake/",
-        transport=httpx.ASGITransport(app=fake),
-        limiter=RateLimiter(clock=clock),
-    ) as client:
+    async with client_of(fake) as client:
         await client.get_document(token)
         await client.get_document(token)
         with pytest.raises(DeadlineExceededError) as caught:
@@ -267,9 +263,10 @@ async def test_a_token_that_leaves_no_time_for_the_request_is_not_spent() -> Non
     assert fake.count(endpoint="document", status=200) == 3
 
 
-async def test_a_grant_that_came_too_late_is_given_back_unsent() -> None:
+async def test_a_grant_that_came_too_late_is_given_back_unsent(
+    clock: FakeClock, client_of: ClientOf
+) -> None:
     # A limiter that takes its time (a slow store) grants with 0.2 s left of 1 s.
-    clock = FakeClock()
     fake = FakePassbackServer(clock=clock)
     token = fake.issue_document()
 
@@ -284,13 +281,7 @@ async def test_a_grant_that_came_too_late_is_given_back_unsent() -> None:
 
     limiter = SlowLimiter(clock=clock)
     async with (
-        PassbackClient(
-            fake.api_token,
-            base_url="http://fake/",
-            transport=httpx.ASGITransport(app=fake),
-            limiter=limiter,
-            bounds=Bounds(min_send_time=0.5),
-        ) as client,
+        client_of(fake, limiter=limiter, bounds=Bounds(min_send_time=0.5)) as client,
         anyio.create_task_group() as group,
     ):
         outcome: list[BaseException] = []
@@ -309,13 +300,11 @@ async def test_a_grant_that_came_too_late_is_given_back_unsent() -> None:
 
 @pytest.mark.parametrize("deadline", [0, -5, float("nan"), float("inf"), True, "1"])
 async def test_a_deadline_that_is_not_positive_and_finite_sends_nothing(
-    deadline: Any, tmp_path: Path
+    deadline: Any, tmp_path: Path, client_of: ClientOf
 ) -> None:
     fake = FakePassbackServer()
     token = fake.issue_document()
-    async with PassbackClient(
-        fake.api_token, base_url="http://fake/", transport=httpx.ASGITransport(app=fake)
-    ) as client:
+    async with client_of(fake, limiter=None) as client:  # the default limiter, on real time
         for call in (
             lambda: client.get_document(token, deadline=deadline),
             lambda: client.download_document(token, tmp_path / "x.jpg", deadline=deadline),
