@@ -12,24 +12,26 @@ Choices made here once: every token endpoint error is a 400 JSON body;
 reusing a code revokes what it bought (RFC 6749, section 4.1.2); refresh
 tokens rotate; any ``https://`` (or loopback ``http://``) redirect URI is
 accepted unless ``redirect_uris`` says which.
+
+The authorize and token endpoints, and the codes and tokens they issue, live
+in ``_idme_oauth``; the keys in ``_idme_keys``.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import json
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs
 
 import attrs
 
 from ..clock import Clock, MonotonicClock
 from ._idme_keys import FakeKeys
+from ._idme_oauth import IdMeAnswer, OAuthEndpoints, json_answer
 
 __all__ = [
     "DEFAULT_CLIENT_ID",
@@ -61,67 +63,6 @@ DEFAULT_STATUS: tuple[dict[str, Any], ...] = (
 )
 _FORMATS = ("json", "jwt", "jwt_quoted", "jwe", "jwe_quoted")
 _BACKS = ("present", "null", "missing", "empty")
-_GRANT_GONE = "The provided authorization grant is expired or revoked"
-
-
-@attrs.frozen
-class IdMeAnswer:
-    """One answer of the fake ID.me, for the server to send."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def _json(status: int, payload: object) -> IdMeAnswer:
-    no_store = (("cache-control", "no-store"), ("pragma", "no-cache"))
-    return IdMeAnswer(status, json.dumps(payload).encode(), "application/json", no_store)
-
-
-def _token_error(code: str, description: str) -> IdMeAnswer:
-    return _json(400, {"error": code, "error_description": description})
-
-
-def _page(status: int, title: str, text: str) -> IdMeAnswer:
-    body = (
-        f"<!DOCTYPE html>\n<html><head><title>{title}</title></head>"
-        f"<body><h1>{title}</h1><p>{text}</p></body></html>\n"
-    )
-    return IdMeAnswer(status, body.encode(), "text/html; charset=utf-8")
-
-
-def _redirect(uri: str, params: Mapping[str, str]) -> IdMeAnswer:
-    parts = urlsplit(uri)
-    query = "&".join(filter(None, [parts.query, urlencode(params)]))
-    location = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-    return IdMeAnswer(302, b"", "text/plain", (("location", location),))
-
-
-def _loopback(host: str | None) -> bool:
-    return host in ("localhost", "127.0.0.1", "::1") or (host or "").endswith(".localhost")
-
-
-@attrs.define
-class _Code:
-    client_id: str
-    redirect_uri: str
-    scope: str
-    challenge: str | None
-    nonce: str | None
-    expires_at: float
-    used: bool = False
-    bought: list[str] = attrs.Factory(list)
-
-
-@attrs.define
-class _Grant:
-    kind: Literal["access", "refresh"]
-    client_id: str
-    scope: str
-    expires_at: float
-    used: bool = False
-    revoked: bool = False
 
 
 class FakeIdMe:
@@ -189,8 +130,7 @@ class FakeIdMe:
         self.subject = secrets.token_hex(16)
         #: Signing keys (``rotate``, ``sign``) and the consumer's key pair.
         self.keys = FakeKeys()
-        self._codes: dict[str, _Code] = {}
-        self._grants: dict[str, _Grant] = {}
+        self._oauth = OAuthEndpoints(self)
         self.clock: Clock = MonotonicClock()
         self._epoch = 0.0
         self.bind(clock if clock is not None else MonotonicClock())
@@ -214,16 +154,7 @@ class FakeIdMe:
 
     def check_access_token(self, token: str) -> Literal["ok", "unknown", "used", "expired"]:
         """Spend an issued access token on one attributes call, if it still buys one."""
-        grant = self._grants.get(token)
-        if grant is None or grant.kind != "access":
-            return "unknown"
-        if grant.revoked or grant.used:
-            return "used"
-        if self.clock.now() >= grant.expires_at:
-            return "expired"
-        if self.single_use_access_tokens:
-            grant.used = True
-        return "ok"
+        return self._oauth.check_access_token(token)
 
     def document_tokens(self, front: str, back: str | None) -> dict[str, Any]:
         """The ``document_tokens`` value as :attr:`document_back` shapes it."""
@@ -272,18 +203,18 @@ class FakeIdMe:
             return None
         endpoint, allowed = routes[path]
         if method != allowed:
-            answer = _json(
+            answer = json_answer(
                 405, {"error": "method_not_allowed", "error_description": f"Use {allowed}."}
             )
             return endpoint, attrs.evolve(answer, headers=(("allow", allowed),))
         if endpoint == "authorize":
-            return endpoint, self._authorize({k: v[0] for k, v in query.items()})
+            return endpoint, self._oauth.authorize({k: v[0] for k, v in query.items()})
         if endpoint == "token":
             form = {k: v[0] for k, v in parse_qs(body.decode("latin-1")).items()}
-            return endpoint, self._token(form, headers.get("authorization", ""), base)
+            return endpoint, self._oauth.token(form, headers.get("authorization", ""), base)
         if endpoint == "jwks":
-            return endpoint, _json(200, self.keys.jwks())
-        return endpoint, _json(200, self.discovery(base))
+            return endpoint, json_answer(200, self.keys.jwks())
+        return endpoint, json_answer(200, self.discovery(base))
 
     def discovery(self, base: str) -> dict[str, Any]:
         """The OpenID Connect discovery document for a fake served at ``base``."""
@@ -303,155 +234,3 @@ class FakeIdMe:
                 "none",
             ],
         }
-
-    def _redirect_ok(self, uri: str) -> bool:
-        if self.redirect_uris is not None:
-            return uri in self.redirect_uris
-        parts = urlsplit(uri)
-        secure = parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname))
-        return secure and bool(parts.hostname) and not parts.fragment
-
-    def _authorize(self, params: dict[str, str]) -> IdMeAnswer:
-        uri = params.get("redirect_uri", "")
-        if not self._redirect_ok(uri):
-            # Never redirect to an unregistered URI: the error shows on ID.me's own page.
-            return _page(400, "invalid_redirect_uri", "The redirect URI is not registered.")
-        state = {"state": params["state"]} if "state" in params else {}
-
-        def error(code: str, description: str) -> IdMeAnswer:
-            return _redirect(uri, {"error": code, "error_description": description, **state})
-
-        wanted = params.get("scope", "").split()
-        challenge, method = params.get("code_challenge"), params.get("code_challenge_method")
-        if params.get("client_id") != self.client_id:
-            return error("invalid_client", "The client is unknown.")
-        if params.get("response_type") != "code":
-            return error("unsupported_response_type", "Only response_type=code is supported.")
-        if challenge is not None and method != "S256":
-            return error("invalid_request", "code_challenge_method must be S256.")
-        if not wanted or (self.scopes is not None and not set(wanted) <= self.scopes):
-            return error("invalid_scope", "The scope is not mapped to a policy of this consumer.")
-        if self.authorize_error is not None:
-            return error(self.authorize_error, f"The fake answers {self.authorize_error}.")
-        code = secrets.token_urlsafe(24)
-        self._codes[code] = _Code(
-            client_id=self.client_id,
-            redirect_uri=uri,
-            scope=" ".join(wanted),
-            challenge=challenge,
-            nonce=params.get("nonce"),
-            expires_at=self.clock.now() + self.code_lifetime,
-        )
-        return _redirect(uri, {"code": code, **state})
-
-    def _client(self, form: dict[str, str], authorization: str) -> str | None:
-        """Return an error description if the client does not authenticate, else ``None``."""
-        scheme, _, value = authorization.partition(" ")
-        client_id, secret = form.get("client_id"), form.get("client_secret")
-        if scheme.lower() == "basic":
-            if secret is not None:
-                return "Use one way of sending the client secret, not two."
-            try:
-                pair = base64.b64decode(value, validate=True).decode()
-            except ValueError:
-                return "The Basic credentials are malformed."
-            user, _, password = pair.partition(":")
-            client_id, secret = _unquote(user), _unquote(password)
-        if client_id != self.client_id:
-            return "The client is unknown."
-        if secret is not None and secret != self.client_secret:
-            return "The client secret is wrong."
-        if secret is None and self.require_client_secret:
-            return "This client must send its secret."
-        return None
-
-    def _token(self, form: dict[str, str], authorization: str, base: str) -> IdMeAnswer:
-        refused = self._client(form, authorization)
-        if refused is not None:
-            return _token_error("invalid_client", refused)
-        authenticated = "client_secret" in form or authorization.lower().startswith("basic ")
-        grant_type = form.get("grant_type")
-        if grant_type == "authorization_code":
-            return self._exchange(form, authenticated, base)
-        if grant_type == "refresh_token":
-            return self._refresh(form)
-        return _token_error("unsupported_grant_type", "Use authorization_code or refresh_token.")
-
-    def _exchange(self, form: dict[str, str], authenticated: bool, base: str) -> IdMeAnswer:
-        code = self._codes.get(form.get("code", ""))
-        if code is None:
-            return _token_error("invalid_grant", _GRANT_GONE)
-        if code.used:
-            # RFC 6749, 4.1.2: a reused code revokes what it bought.
-            for token in code.bought:
-                self._grants[token].revoked = True
-            return _token_error("invalid_grant", _GRANT_GONE)
-        code.used = True
-        if self.clock.now() >= code.expires_at:
-            return _token_error("invalid_grant", _GRANT_GONE)
-        if form.get("redirect_uri") != code.redirect_uri:
-            return _token_error("invalid_grant", "The redirect_uri does not match.")
-        verifier = form.get("code_verifier")
-        if code.challenge is None:
-            if not authenticated:
-                return _token_error("invalid_client", "A public client must use PKCE.")
-        elif verifier is None or _challenge(verifier) != code.challenge:
-            return _token_error("invalid_grant", "The code_verifier does not match.")
-        answer = self._issue(code.scope, refresh=True)
-        code.bought.extend([answer["access_token"], answer["refresh_token"]])
-        if "openid" in code.scope.split():
-            answer["id_token"] = self._id_token(base, code.nonce)
-        return _json(200, answer)
-
-    def _refresh(self, form: dict[str, str]) -> IdMeAnswer:
-        token = form.get("refresh_token", "")
-        grant = self._grants.get(token)
-        if grant is None or grant.kind != "refresh" or grant.revoked or grant.used:
-            return _token_error("invalid_grant", _GRANT_GONE)
-        if self.clock.now() >= grant.expires_at:
-            return _token_error("invalid_grant", _GRANT_GONE)
-        grant.used = True  # refresh tokens rotate
-        return _json(200, self._issue(grant.scope, refresh=True))
-
-    def _issue(self, scope: str, *, refresh: bool) -> dict[str, Any]:
-        now = self.clock.now()
-        access = secrets.token_hex(16)
-        self._grants[access] = _Grant(
-            "access", self.client_id, scope, now + self.access_token_lifetime
-        )
-        answer: dict[str, Any] = {
-            "access_token": access,
-            "token_type": "bearer",
-            "expires_in": int(self.access_token_lifetime),
-            "scope": scope,
-        }
-        if refresh:
-            token = secrets.token_hex(16)
-            expires = now + self.refresh_token_lifetime
-            self._grants[token] = _Grant("refresh", self.client_id, scope, expires)
-            answer["refresh_token"] = token
-            answer["refresh_expires_in"] = int(self.refresh_token_lifetime)
-        return answer
-
-    def _id_token(self, base: str, nonce: str | None) -> str:
-        now = int(self.wall_time())
-        claims: dict[str, Any] = {
-            "iss": base + "oidc",
-            "sub": self.subject,
-            "aud": self.client_id,
-            "iat": now,
-            "exp": now + int(self.access_token_lifetime),
-            "auth_time": now,
-        }
-        if nonce is not None:
-            claims["nonce"] = nonce
-        return self.keys.sign(claims)
-
-
-def _challenge(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _unquote(text: str) -> str:
-    return parse_qs(f"v={text}").get("v", [""])[0]

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 
 import attrs
 
-from ._idme import IdMeAnswer
+from ._idme_oauth import IdMeAnswer
 from ._ratelimit import max_in_window
 
 __all__ = [
