@@ -1,7 +1,8 @@
 """Writing an image to disk so that it is either whole and in place, or absent.
 
 Every operation goes through a descriptor of the folder, opened once before
-any request (``O_DIRECTORY | O_NOFOLLOW``, then ``dir_fd=`` for each call):
+any request (``O_DIRECTORY | O_NOFOLLOW``, then ``dir_fd=`` for each call,
+by :class:`~idme_passback._dirfd.OpenFolder`, the base of :class:`Folder`):
 swapping the folder's path for a symlink between the checks and the write
 cannot move the file elsewhere.
 
@@ -10,9 +11,9 @@ The bytes go into a temporary file beside the target, named after it
 ``flock`` for as long as it is written. It is moved into place only once the
 body is complete, and removed on any failure. A process killed outright
 leaves its temporary file behind, but not its lock: the next write of the
-same file, and every bulk job at its start, removes temporary files that
-are the client's (the name, a regular file, this user's) and that no live
-writer holds.
+same file, and every bulk job at its start (``sweep``), removes temporary
+files that are the client's (the name, a regular file, this user's) and
+that no live writer holds.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import logging
 import os
 import secrets
 import stat
-import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +31,19 @@ from types import TracebackType
 import anyio.to_thread
 import attrs
 
+from ._dirfd import (
+    DIR_FD,
+    O_CLOEXEC,
+    O_NOFOLLOW,
+    PART_OVERHEAD,
+    PART_SUFFIX,
+    TEMP_PREFIX,
+    WRITING,
+    OpenFolder,
+    is_part_name,
+    part_name,
+    try_lock,
+)
 from .errors import (
     FileWriteError,
     FolderNotFoundError,
@@ -40,11 +52,6 @@ from .errors import (
     TargetExistsError,
     TargetIsAFolderError,
 )
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no locks, so no sweeping either
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "PART_SUFFIX",
@@ -56,47 +63,7 @@ __all__ = [
     "is_part_name",
 ]
 
-logger = logging.getLogger("idme_passback")
-
-#: How a temporary file's name ends (it starts with a dot and the target's name).
-PART_SUFFIX = ".idme-part"
-#: How every temporary file's name starts: hidden.
-TEMP_PREFIX = "."
-#: The temporary files of releases before 0.x: removed once an hour old.
-LEGACY_PREFIX, LEGACY_SUFFIX = ".idme-passback-", ".part"
-_LEGACY_AGE = 3600.0
-_PART_OVERHEAD = len(b".") + len(PART_SUFFIX.encode())
-_DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
 _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-# The temporary files this process is writing, by (device, inode): where flock is
-# emulated with per-process locks (NFS), our own lock would not keep us out.
-_WRITING: set[tuple[int, int]] = set()
-
-
-def is_part_name(name: str) -> bool:
-    """Whether ``name`` is one of the client's temporary files."""
-    return (name.startswith(".") and name.endswith(PART_SUFFIX) and len(name) > _PART_OVERHEAD) or (
-        name.startswith(LEGACY_PREFIX) and name.endswith(LEGACY_SUFFIX)
-    )
-
-
-def _part(name: str) -> str:
-    return f".{name}{PART_SUFFIX}"
-
-
-def _try_lock(fd: int) -> bool:
-    """Take the file's lock if no one holds it; ``True`` where locks do not exist."""
-    if fcntl is None:  # pragma: no cover
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True  # a file system without locks: nothing to wait for
-    return True
 
 
 @attrs.frozen
@@ -107,7 +74,7 @@ class Written:
     sha256: str
 
 
-class Folder:
+class Folder(OpenFolder):
     """A folder opened for writing images; use as a context manager, or :meth:`close`.
 
     Raises (from :meth:`open`):
@@ -115,11 +82,10 @@ class Folder:
         FolderNotWritableError: the folder cannot be opened.
     """
 
-    __slots__ = ("_fd", "name_max", "path")
+    __slots__ = ("name_max",)
 
     def __init__(self, path: Path, fd: int | None, name_max: int) -> None:
-        self.path = path
-        self._fd = fd
+        super().__init__(path, fd)
         #: The longest file name (in bytes) the file system allows.
         self.name_max = name_max
 
@@ -128,11 +94,11 @@ class Folder:
         """Open the folder ``path`` (symlinks in it are followed once, here)."""
         folder = Path(path)
         shown = str(folder)
-        if not _DIR_FD:  # pragma: no cover - Windows: paths, checked as well as they can be
+        if not DIR_FD:  # pragma: no cover - Windows: paths, checked as well as they can be
             if not folder.is_dir():
                 raise FolderNotFoundError(f"the folder {shown!r} does not exist")
             return cls(folder, None, 255)
-        flags = os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+        flags = os.O_RDONLY | os.O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
         try:
             # Resolved first, so a folder reached through a symlink of the caller's
             # works; O_NOFOLLOW then refuses one swapped in since.
@@ -191,11 +157,11 @@ class Folder:
             raise InvalidFilenameError(
                 f"the file name {name[:40]!r} cannot be encoded for this file system"
             ) from None
-        if len(encoded) + _PART_OVERHEAD > self.name_max:
+        if len(encoded) + PART_OVERHEAD > self.name_max:
             raise InvalidFilenameError(
                 f"the file name {name[:40]!r}... is {len(encoded)} bytes; this file system "
-                f"allows {self.name_max - _PART_OVERHEAD} (its temporary file needs "
-                f"{_PART_OVERHEAD} more)"
+                f"allows {self.name_max - PART_OVERHEAD} (its temporary file needs "
+                f"{PART_OVERHEAD} more)"
             )
         if is_part_name(name):
             raise InvalidFilenameError(
@@ -229,7 +195,7 @@ class Folder:
         Raises:
             TargetExistsError: a live writer holds the file's temporary file.
         """
-        part = _part(name)
+        part = part_name(name)
         try:
             self._lstat(part)
         except OSError:
@@ -245,7 +211,7 @@ class Folder:
         Raises:
             FolderNotWritableError: it does not.
         """
-        probe = _part(f"probe-{os.getpid()}-{secrets.token_hex(6)}")
+        probe = part_name(f"probe-{os.getpid()}-{secrets.token_hex(6)}")
         try:
             fd = self._open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
@@ -279,11 +245,11 @@ class Folder:
                 download of it is under way.
             FileWriteError: the disk refused the bytes (full, I/O error).
         """
-        part = _part(name)
+        part = part_name(name)
         fd = self._create_part(part, name)
         info = os.fstat(fd)
         mine = (info.st_dev, info.st_ino)
-        _WRITING.add(mine)
+        WRITING.add(mine)
         digest = hashlib.sha256()
         written = 0
         try:
@@ -299,36 +265,12 @@ class Folder:
             self._discard(part, fd)
             raise
         finally:
-            _WRITING.discard(mine)
+            WRITING.discard(mine)
             os.close(fd)
         if fsync and self._fd is not None:
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)  # the new name is durable too
         return Written(written, digest.hexdigest())
-
-    def sweep(self) -> int:
-        """Remove the client's stale temporary files here; return how many went."""
-        if fcntl is None or self._fd is None:  # pragma: no cover - no locks, no way to tell
-            return 0
-        removed = 0
-        now = time.time()
-        with os.scandir(self._fd) as entries:
-            names = [entry.name for entry in entries if is_part_name(entry.name)]
-        for name in names:
-            if name.startswith(LEGACY_PREFIX) and not name.endswith(PART_SUFFIX):
-                # Written without a lock: only an old one is certainly abandoned.
-                with contextlib.suppress(OSError):
-                    info = self._lstat(name)
-                    if now - info.st_mtime < _LEGACY_AGE or not self._ours(info):
-                        continue
-                    self._unlink(name)
-                    removed += 1
-                continue
-            if self._remove_if_stale(name):
-                removed += 1
-        if removed:
-            logger.info("removed %d stale temporary file(s) in %s", removed, self.path)
-        return removed
 
     # -- internals ---------------------------------------------------------------
 
@@ -346,50 +288,10 @@ class Folder:
             except OSError as exc:
                 raise self._translate(exc, name) from None
             # Locked at once; a sweeper that saw it in between may have removed it.
-            if _try_lock(fd) and self._is_at(part, fd):
+            if try_lock(fd) and self._is_at(part, fd):
                 return fd
             os.close(fd)
         raise TargetExistsError(f"{str(self.path / name)!r} is being written by another download")
-
-    def _remove_if_stale(self, part: str) -> bool:
-        """Remove ``part`` if it is ours and no live writer holds it; say whether it is gone."""
-        try:
-            info = self._lstat(part)
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
-        if not self._ours(info) or (info.st_dev, info.st_ino) in _WRITING:
-            return False
-        try:
-            fd = self._open(part, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0), 0)
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
-        try:
-            if os.fstat(fd).st_ino != info.st_ino or not _try_lock(fd):
-                return False
-            # Held under its lock: no cooperating writer can be using it.
-            self._unlink(part)
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
-        finally:
-            os.close(fd)
-        return True
-
-    @staticmethod
-    def _ours(info: os.stat_result) -> bool:
-        uid = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
-        return stat.S_ISREG(info.st_mode) and info.st_uid == uid
-
-    def _is_at(self, name: str, fd: int) -> bool:
-        try:
-            return self._lstat(name).st_ino == os.fstat(fd).st_ino
-        except OSError:
-            return False
 
     def _write_all(self, fd: int, chunk: bytes, name: str) -> None:
         view = memoryview(chunk)
@@ -441,12 +343,6 @@ class Folder:
         except OSError as exc:
             raise self._translate(exc, name) from None
 
-    def _discard(self, part: str, fd: int) -> None:
-        # Only our own file: if the name has been taken over since, leave it be.
-        if self._is_at(part, fd):
-            with contextlib.suppress(OSError):
-                self._unlink(part)
-
     def _translate(self, exc: OSError, name: str) -> Exception:
         shown = str(self.path / name)
         if isinstance(exc, IsADirectoryError):
@@ -460,37 +356,6 @@ class Folder:
                 f"the folder {str(self.path)!r} does not take new files ({exc.strerror})"
             )
         return self._write_failed(exc, name)
-
-    # Path operations, relative to the descriptor where the platform has them.
-
-    def _where(self, name: str) -> tuple[str, int | None]:
-        if self._fd is None:
-            if not _DIR_FD:  # pragma: no cover
-                return str(self.path / name), None
-            raise ValueError("the folder is closed")
-        return name, self._fd
-
-    def _open(self, name: str, flags: int, mode: int) -> int:
-        where, fd = self._where(name)
-        return os.open(where, flags | _O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=fd)
-
-    def _lstat(self, name: str) -> os.stat_result:
-        where, fd = self._where(name)
-        return os.stat(where, dir_fd=fd, follow_symlinks=False)
-
-    def _unlink(self, name: str) -> None:
-        where, fd = self._where(name)
-        os.unlink(where, dir_fd=fd)
-
-    def _link(self, source: str, target: str) -> None:
-        src, fd = self._where(source)
-        dst, _ = self._where(target)
-        os.link(src, dst, src_dir_fd=fd, dst_dir_fd=fd)
-
-    def _replace(self, source: str, target: str) -> None:
-        src, fd = self._where(source)
-        dst, _ = self._where(target)
-        os.replace(src, dst, src_dir_fd=fd, dst_dir_fd=fd)
 
 
 @attrs.frozen
