@@ -1,16 +1,22 @@
 """The manifest of a bulk download: one JSON line per item, and no secret in any of them.
 
-Each record names its item by position, by a shortened token (for a human)
-and by the token's SHA-256 (for ``--resume``, which can then recognise a
-token without the manifest ever holding one)::
+Each record names its item by input position, by a shortened token (for a
+human) and by the token's SHA-256 (for ``--resume``, which can then
+recognise a token without the manifest ever holding one); the record of a
+downloaded file also holds the file's SHA-256::
 
     {"index": 0, "token": "d9ec9c…", "token_sha256": "…", "size": "300x200",
      "status": "ok", "path": "/abs/out/000000-d9ec9c.jpg", "bytes": 48213,
-     "error": null, "message": null}
+     "error": null, "message": null, "sha256": "…"}
 
-A resumed run appends to the manifest; an item counts as done when any of
-its records (same token and size) says ``ok`` and its file still exists.
-Every line is flushed as it is written, so a crash loses nothing already done.
+A resumed run appends to the manifest, after ``download-many`` has read it
+back (``cli/_download.py``): an item counts as done when an ``ok`` record
+has its input position, token digest and size, and the file it names is
+still a regular file of the recorded ``bytes``. A complete file found where
+the run would write it but missing from the manifest is recorded then
+(``"recovered": true``) instead of fetched again. Every line is flushed as
+it is written, so a crash loses at most the line being written, which the
+next ``--resume`` drops.
 """
 
 from __future__ import annotations
@@ -24,20 +30,12 @@ from typing import IO, Any
 from .._tokens import digest, scrub, shorten
 from ..bulk import FetchResult
 
-__all__ = ["Manifest", "completed", "key", "make_record", "token_digest"]
-
-#: What identifies an item across runs: the token's digest and the size asked for.
-Key = tuple[str, str | None]
+__all__ = ["Manifest", "make_record", "token_digest"]
 
 
 def token_digest(token: str) -> str:
     """Return the SHA-256 hex digest of ``token``."""
     return digest(token)
-
-
-def key(token: str, size: str | None) -> Key:
-    """Return the key that matches an item to its records in earlier runs."""
-    return (token_digest(token), size)
 
 
 def make_record(
@@ -59,31 +57,6 @@ def make_record(
         # token read), in any form: a server may echo another item's token.
         "message": None if error is None else scrub(str(error), [result.token]),
     }
-
-
-def completed(path: Path) -> set[Key]:
-    """Return the keys of the items an earlier run finished, whose files still exist.
-
-    A missing manifest means nothing is done; unreadable lines (the last one,
-    cut by a crash) are skipped.
-    """
-    done: set[Key] = set()
-    try:
-        file = path.open(encoding="utf-8")
-    except FileNotFoundError:
-        return done
-    with file:
-        for line in file:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(record, dict) or record.get("status") != "ok":
-                continue
-            digest, size, written = (record.get(name) for name in ("token_sha256", "size", "path"))
-            if isinstance(digest, str) and isinstance(written, str) and Path(written).is_file():
-                done.add((digest, size if isinstance(size, str) else None))
-    return done
 
 
 class Manifest:
