@@ -23,7 +23,7 @@ import gc
 import pstats
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 
@@ -53,29 +53,44 @@ async def _ours(client: PassbackClient, tokens: Iterator[str], n: int) -> float:
     return (time.process_time() - start) / n
 
 
-async def _raw(http: httpx.AsyncClient, tokens: Iterator[str], n: int) -> float:
-    start = time.process_time()
-    for _ in range(n):
+#: ``call(index)`` -> the token ours asks for, the URL the raw side posts.
+Call = Callable[[int], tuple[str, str]]
+Clock = Callable[[], float]
+
+
+def _fresh(tokens: Iterator[str]) -> Call:
+    """A fresh token for each side of each call (in memory: the default limiter never waits)."""
+
+    def call(index: int) -> tuple[str, str]:
+        token = next(tokens)
         # The fastest raw form: the whole URL as one string, as the client builds it.
-        url = f"{FAKE_BASE}{DOCUMENT_PATH}{next(tokens)}?token={API_TOKEN}"
-        response = await http.post(url)
-        await response.aread()
-    return (time.process_time() - start) / n
+        return token, f"{FAKE_BASE}{DOCUMENT_PATH}{next(tokens)}?token={API_TOKEN}"
+
+    return call
+
+
+def _cycled(base: str, tokens: list[str]) -> Call:
+    """The server's tokens in turn, the same one for both sides of a call (over loopback)."""
+
+    def call(index: int) -> tuple[str, str]:
+        token = tokens[index % len(tokens)]
+        return token, f"{base}{DOCUMENT_PATH}{token}?token={API_TOKEN}"
+
+    return call
 
 
 async def _paired(
-    client: PassbackClient, http: httpx.AsyncClient, tokens: Iterator[str], n: int
+    client: PassbackClient, http: httpx.AsyncClient, n: int, *, clock: Clock, call: Call
 ) -> tuple[float, float]:
-    """Time ``n`` calls of each side interleaved call by call; return seconds per call.
+    """Time ``n`` calls of each side interleaved call by call on ``clock``; seconds per call.
 
     Interleaving puts both sides under the same conditions at every moment, so
-    a noisy neighbour slows both alike instead of whichever round it hit.
+    a noisy neighbour slows both alike instead of whichever round it hit. The
+    side that goes first alternates.
     """
-    clock = time.process_time
     ours = raw = 0.0
     for index in range(n):
-        token = next(tokens)
-        url = f"{FAKE_BASE}{DOCUMENT_PATH}{next(tokens)}?token={API_TOKEN}"
+        token, url = call(index)
         if index % 2:
             start = clock()
             await client.get_document(token)
@@ -97,41 +112,38 @@ async def _paired(
     return ours / n, raw / n
 
 
-async def _paired_wall(
-    client: PassbackClient, http: httpx.AsyncClient, base: str, tokens: list[str], n: int
-) -> tuple[float, float]:
-    """Like :func:`_paired`, over a real socket, in wall time."""
-    clock = time.perf_counter
-    ours = raw = 0.0
-    for index in range(n):
-        token = tokens[index % len(tokens)]
-        url = f"{base}{DOCUMENT_PATH}{token}?token={API_TOKEN}"
-        if index % 2:
-            start = clock()
-            await client.get_document(token)
-            middle = clock()
-            response = await http.post(url)
-            await response.aread()
-            end = clock()
-            ours += middle - start
-            raw += end - middle
-        else:
-            start = clock()
-            response = await http.post(url)
-            await response.aread()
-            middle = clock()
-            await client.get_document(token)
-            end = clock()
-            raw += middle - start
-            ours += end - middle
-    return ours / n, raw / n
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+async def _rounds(
+    client: PassbackClient,
+    http: httpx.AsyncClient,
+    rounds: int,
+    n: int,
+    *,
+    clock: Clock,
+    call: Call,
+) -> tuple[list[float], float, float]:
+    """200 calls a side to warm up, then ``rounds`` rounds of ``n`` :func:`_paired` calls.
+
+    Returns each round's ratio (ours / raw) and each side's median µs per call.
+    """
+    await _paired(client, http, 200, clock=clock, call=call)
+    ratios: list[float] = []
+    ours: list[float] = []
+    raw: list[float] = []
+    for _ in range(rounds):
+        gc.collect()
+        mine, theirs = await _paired(client, http, n, clock=clock, call=call)
+        ours.append(mine)
+        raw.append(theirs)
+        ratios.append(mine / theirs)
+    return ratios, _median(ours) * 1e6, _median(raw) * 1e6
 
 
 async def measure_loopback(quick: bool) -> Row:
     n, rounds = (1000, 5) if quick else (3000, 9)
-    ratios: list[float] = []
-    ours: list[float] = []
-    raw: list[float] = []
     with ServedFake(limit=10**9, documents=50) as served:
         base = served.base_url
         # The limiter runs its whole path; its limit is raised so the tokens can repeat.
@@ -140,16 +152,10 @@ async def measure_loopback(quick: bool) -> Row:
             PassbackClient(API_TOKEN, base_url=base, limiter=limiter) as client,
             httpx.AsyncClient() as http,
         ):
-            await _paired_wall(client, http, base, served.tokens, 200)
-            for _ in range(rounds):
-                gc.collect()
-                mine, theirs = await _paired_wall(client, http, base, served.tokens, n)
-                ours.append(mine)
-                raw.append(theirs)
-                ratios.append(mine / theirs)
-    overhead = sorted(ratios)[len(ratios) // 2]
-    median_ours = sorted(ours)[len(ours) // 2] * 1e6
-    median_raw = sorted(raw)[len(raw) // 2] * 1e6
+            ratios, median_ours, median_raw = await _rounds(
+                client, http, rounds, n, clock=time.perf_counter, call=_cycled(base, served.tokens)
+            )
+    overhead = _median(ratios)
     return Row(
         "1",
         "client overhead: `get_document` vs raw httpx POST (uvicorn on loopback)",
@@ -173,25 +179,16 @@ async def measure(quick: bool) -> list[Row]:
     n, rounds = (2000, 5) if quick else (5000, 9)
     transport = httpx.MockTransport(_handler)
     tokens = iter(f"{i:032x}" for i in range(10**9))
-    ratios: list[float] = []
-    ours: list[float] = []
-    raw: list[float] = []
     async with (
         PassbackClient(
             API_TOKEN, base_url=FAKE_BASE, transport=transport, limiter=RateLimiter()
         ) as client,
         httpx.AsyncClient(transport=transport) as http,
     ):
-        await _paired(client, http, tokens, 200)
-        for _ in range(rounds):
-            gc.collect()
-            mine, theirs = await _paired(client, http, tokens, n)
-            ours.append(mine)
-            raw.append(theirs)
-            ratios.append(mine / theirs)
-    overhead = sorted(ratios)[len(ratios) // 2]
-    median_ours = sorted(ours)[len(ours) // 2] * 1e6
-    median_raw = sorted(raw)[len(raw) // 2] * 1e6
+        ratios, median_ours, median_raw = await _rounds(
+            client, http, rounds, n, clock=time.process_time, call=_fresh(tokens)
+        )
+    overhead = _median(ratios)
     return [
         loopback,
         Row(
