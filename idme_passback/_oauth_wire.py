@@ -1,5 +1,8 @@
 """The OAuth and JWKS edge: settings checked, one request out, typed errors back.
 
+It also holds the token endpoint's wire forms: the PKCE ``S256`` challenge,
+HTTP Basic client credentials, and the answer's fields read and type-checked.
+
 Kept apart and small so that it can meet the passback client's send path
 later. Nothing is retried here (codes and access tokens are single-use),
 redirects are never followed, bodies are read to a cap, and every outside
@@ -8,8 +11,10 @@ word is scrubbed of the secrets in play before an error keeps it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeGuard
 
 import httpx
@@ -34,11 +39,15 @@ from .retry import parse_retry_after
 
 __all__ = [
     "base_url",
+    "basic_credentials",
     "json_object",
     "opaque",
+    "optional_str",
+    "pkce_challenge",
     "plausible",
     "redirect_uri",
     "scopes",
+    "seconds",
     "send",
     "status_error",
     "words",
@@ -243,3 +252,41 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
             f"the {what} answered 200 with a body that is not a JSON object"
         )
     return value
+
+
+def pkce_challenge(verifier: str) -> str:
+    """The PKCE ``S256`` code challenge of ``verifier`` (RFC 7636, section 4.2)."""
+    digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    return digest.rstrip(b"=").decode("ascii")
+
+
+def basic_credentials(client_id: str, secret: str) -> str:
+    """The ``Authorization`` header value that sends the client's secret as HTTP Basic."""
+    pair = f"{_form_encode(client_id)}:{_form_encode(secret)}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _form_encode(value: str) -> str:
+    # RFC 6749, section 2.3.1: Basic credentials are form-encoded first.
+    return str(httpx.QueryParams({"v": value}))[2:]
+
+
+def optional_str(answer: Mapping[str, Any], name: str) -> str | None:
+    """The token endpoint's string ``name``; ``None`` when absent, null or empty."""
+    value = answer.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise MalformedResponseError(f"the token endpoint's {name!r} is not a string")
+    return value
+
+
+def seconds(answer: Mapping[str, Any], name: str) -> float | None:
+    """The token endpoint's number of seconds ``name``; ``None`` when absent or null."""
+    value = answer.get(name)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise MalformedResponseError(f"the token endpoint's {name!r} is not a number") from None

@@ -17,8 +17,6 @@ PKCE verifiers and every token stay out of logs, messages and reprs.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import secrets
 import time
@@ -242,14 +240,13 @@ class OAuthClient:
             nonce = nonce if nonce is not None else secrets.token_urlsafe(24)
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
         params = {
             "client_id": self.client_id,
             "redirect_uri": self.redirect_uri,
             "response_type": "code",
             "scope": " ".join(wanted),
             "state": state,
-            "code_challenge": challenge.rstrip(b"=").decode("ascii"),
+            "code_challenge": _wire.pkce_challenge(verifier),
             "code_challenge_method": "S256",
         }
         if nonce is not None:
@@ -345,8 +342,7 @@ class OAuthClient:
         hidden = (*secrets_, secret) if secret else secrets_
         remember(*hidden)  # every scrub in this process hides them from now on
         if secret is not None and self._client_auth == "client_secret_basic":
-            pair = f"{_form_encode(self.client_id)}:{_form_encode(secret)}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+            headers["Authorization"] = _wire.basic_credentials(self.client_id, secret)
         else:
             form["client_id"] = self.client_id
             if secret is not None:
@@ -363,7 +359,7 @@ class OAuthClient:
         access_token = answer.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise MalformedResponseError("the token endpoint's answer has no access_token")
-        id_token = _optional_str(answer, "id_token")
+        id_token = _wire.optional_str(answer, "id_token")
         claims = None
         if id_token is not None:
             claims = await _jose.verify_id_token(
@@ -375,39 +371,15 @@ class OAuthClient:
                 now=self._wall_clock(),
                 leeway=self._leeway,
             )
-        remember(access_token, _optional_str(answer, "refresh_token"), id_token)
+        remember(access_token, _wire.optional_str(answer, "refresh_token"), id_token)
         return TokenSet(
             access_token=access_token,
-            token_type=_optional_str(answer, "token_type") or "bearer",
-            expires_in=_seconds(answer, "expires_in"),
-            scope=_optional_str(answer, "scope") or scope,
-            refresh_token=_optional_str(answer, "refresh_token"),
-            refresh_expires_in=_seconds(answer, "refresh_expires_in"),
+            token_type=_wire.optional_str(answer, "token_type") or "bearer",
+            expires_in=_wire.seconds(answer, "expires_in"),
+            scope=_wire.optional_str(answer, "scope") or scope,
+            refresh_token=_wire.optional_str(answer, "refresh_token"),
+            refresh_expires_in=_wire.seconds(answer, "refresh_expires_in"),
             id_token=id_token,
             obtained_at=self.clock.now(),
             id_token_claims=claims,
         )
-
-
-def _form_encode(value: str) -> str:
-    # RFC 6749, section 2.3.1: Basic credentials are form-encoded first.
-    return str(httpx.QueryParams({"v": value}))[2:]
-
-
-def _optional_str(answer: Mapping[str, Any], name: str) -> str | None:
-    value = answer.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise MalformedResponseError(f"the token endpoint's {name!r} is not a string")
-    return value
-
-
-def _seconds(answer: Mapping[str, Any], name: str) -> float | None:
-    value = answer.get(name)
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise MalformedResponseError(f"the token endpoint's {name!r} is not a number") from None
