@@ -1,16 +1,23 @@
-"""The bulk scheduler: lazy input, per-document runs, bounded waiters, bounded results.
+"""The bulk scheduler: lazy input, a pool of workers, per-document fairness, bounded results.
 
-Items are read from the input and queued *per document*: one task runs a
-document's items one after another, and at most ``max_active`` documents
-run at once. So a document whose budget is spent holds one waiter, however
-many of its items are queued, and does not delay another document's first
-request, within two windows: up to ``max_buffered`` items queued in all,
-and up to ``max_active`` documents waiting at once (past either, reading
-the input pauses until one frees, so memory stays bounded). Each attempt
-waits on the rate limiter first and only then takes one of
-``concurrency`` slots, and keeps its slot until its result has been
-handed to the caller: at most ``concurrency`` results (images) are ever
-held, whatever the consumer's speed.
+``concurrency`` workers read the input themselves, one item at a time, and
+run each item whose document has a token free at once (the limiter is asked
+without waiting). A document with an item already under way collects its
+later items in its own queue; a document whose budget is spent is *parked*:
+one task waits on the limiter for it and runs its items one after another,
+while the worker goes back to the input. So a spent document holds one
+waiter, however many of its items are queued, and never delays another
+document's first request, within two windows: up to ``max_buffered`` items
+queued in all, and up to ``max_active`` documents parked at once (past
+either, reading the input pauses until one frees, so memory stays bounded).
+
+Every attempt runs in one of ``concurrency`` slots, taken only once its
+token is granted (a parked document waits on the limiter without one), and
+kept until its result has been handed to the caller: at most ``concurrency``
+results (images) are ever held, whatever the consumer's speed.
+
+A worker pool rather than a task per item: benchmark row 7 (items per second
+beside a bare ``asyncio.gather``) needs it.
 """
 
 from __future__ import annotations
@@ -18,14 +25,14 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
+    Iterator,
 )
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import anyio
@@ -36,6 +43,8 @@ from .limiter import Permit, RateLimiter
 
 #: Seconds a granted token may wait for a concurrency slot before it is given back.
 SLOT_PATIENCE = 30.0
+#: Items a worker reads without reaching the event loop before it yields once.
+_READ_RUN = 256
 
 
 class Gate(Protocol):
@@ -55,9 +64,129 @@ Failed = Callable[[Any, int, Exception], Any]
 #: Checks one input item: (its document key, the checked item), or raises.
 Prepare = Callable[[Any], tuple[str, Any]]
 
+_END = object()
+
+
+class _Input:
+    """The job's input, read by every worker in turn, one item at a time."""
+
+    def __init__(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+        self._sync: Iterator[Any] | None = None
+        self._async: AsyncIterator[Any] | None = None
+        if isinstance(items, AsyncIterable):
+            self._async = aiter(items)
+            self._lock = anyio.Lock(fast_acquire=True)  # an async iterator has one reader
+        else:
+            self._sync = iter(items)
+        self._run = 0
+        self.done = False
+        #: Items read so far.
+        self.count = 0
+
+    async def next(self) -> Any:
+        """The next item, or ``_END``; an exception the input raises is the caller's."""
+        if self.done:
+            return _END
+        self._run += 1
+        if self._run >= _READ_RUN:
+            # A run of items that need no request (queued behind their document,
+            # or malformed) must not keep the event loop to itself.
+            self._run = 0
+            await anyio.lowlevel.checkpoint()
+        try:
+            if self._sync is not None:
+                item = next(self._sync)
+            else:
+                assert self._async is not None
+                async with self._lock:
+                    if self.done:
+                        return _END
+                    item = await anext(self._async)
+        except (StopIteration, StopAsyncIteration):
+            self.done = True
+            return _END
+        except BaseException:
+            self.done = True
+            raise
+        self.count += 1
+        return item
+
+    async def aclose(self) -> None:
+        """Close an async input we were iterating, as its owner would (an async generator)."""
+        self.done = True
+        aclose = getattr(self._async, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
+
+class Results:
+    """Finished results waiting for the caller; each holds a concurrency slot until taken.
+
+    So whatever the caller's speed, at most ``concurrency`` results (images)
+    exist at once, in flight or waiting. Handing one over never waits: its
+    slot was taken before its request (or, for a failure, before the hand-over).
+    """
+
+    def __init__(self, slots: anyio.Semaphore) -> None:
+        self._slots = slots
+        self._waiting: deque[Any] = deque()
+        self._arrived: anyio.Event | None = None
+        self._closed = False
+
+    def put(self, result: Any) -> None:
+        """Hand over ``result``, with the slot its producer holds."""
+        self._waiting.append(result)
+        if self._arrived is not None:
+            self._arrived.set()
+
+    def close(self) -> None:
+        """No more results will come."""
+        self._closed = True
+        if self._arrived is not None:
+            self._arrived.set()
+
+    def get_nowait(self) -> Any:
+        """The next result if one is waiting (freeing its slot); ``anyio.WouldBlock`` if not."""
+        if not self._waiting:
+            raise anyio.WouldBlock
+        result = self._waiting.popleft()
+        self._slots.release()
+        return result
+
+    async def get(self) -> Any:
+        """The next result (freeing its slot); ``anyio.EndOfStream`` once all are taken."""
+        while not self._waiting:
+            if self._closed:
+                raise anyio.EndOfStream
+            self._arrived = anyio.Event()
+            await self._arrived.wait()
+            self._arrived = None
+        result = self._waiting.popleft()
+        self._slots.release()
+        return result
+
+
+class _Attempts:
+    """One item's way in: its first permit (granted by ``try_acquire``), and whether it holds
+    one of the job's slots (taken before its first attempt, or by the gate for a later one)."""
+
+    __slots__ = ("first", "slot", "slots")
+
+    def __init__(self, slots: anyio.Semaphore, first: Permit | None, *, slot: bool) -> None:
+        self.slots = slots
+        self.first = first
+        self.slot = slot
+
+    def release(self) -> None:
+        """Free the item's slot, unless its result took it (or it holds none)."""
+        if self.slot:
+            self.slot = False
+            self.slots.release()
+
 
 class Scheduler:
-    """Runs one bulk job into ``send``; built and run by :class:`~idme_passback.BulkResults`."""
+    """Runs one bulk job into :attr:`results`; built and run by :class:`BulkResults`."""
 
     def __init__(
         self,
@@ -74,130 +203,205 @@ class Scheduler:
         self._prepare = prepare
         self._failed = failed
         self._limiter = limiter
-        self._slots = anyio.Semaphore(concurrency)
-        self._active = anyio.Semaphore(max_active)
-        self._room = anyio.Semaphore(max_buffered)
+        self._workers = concurrency
+        self._slots = anyio.Semaphore(concurrency, fast_acquire=True)
+        self._parked = anyio.Semaphore(max_active, fast_acquire=True)
+        self._room = anyio.Semaphore(max_buffered, fast_acquire=True)
+        # Per document with an item under way (in a worker, or parked): its items,
+        # the one under way first.
         self._queues: dict[str, deque[tuple[int, Any]]] = {}
+        self._input: _Input | None = None
+        #: Where finished results wait for the caller.
+        self.results = Results(self._slots)
         #: How many items the input held, once it has all been read.
         self.total: int | None = None
         #: What the input raised, if it did: reading stopped there.
         self.input_error: Exception | None = None
 
-    async def run(
-        self,
-        items: Iterable[Any] | AsyncIterable[Any],
-        send: anyio.abc.ObjectSendStream[Any],
-    ) -> None:
-        """Read ``items``, run them, and send each one's result; close ``send`` when done."""
-        async with send, anyio.create_task_group() as runs:
+    async def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+        """Read ``items``, run them, and hand over each one's result; close the results."""
+        source = self._input = _Input(items)
+        try:
+            async with anyio.create_task_group() as group:
+                for _ in range(self._workers):
+                    group.start_soon(self._worker, group)
+        finally:
+            self.results.close()
+            await source.aclose()
+
+    async def _worker(self, group: anyio.abc.TaskGroup) -> None:
+        source = self._input
+        assert source is not None
+        while True:
+            await _take(self._room)
             try:
-                await self._read_into(items, runs, send)
+                raw = await source.next()
             except Exception as exc:
                 # The caller's input failed: what was read still runs and is delivered;
                 # the error is the caller's, raised where the results end.
                 self.input_error = exc
+                raw = _END
+            if raw is _END:
+                self._room.release()
+                self.total = source.count
+                return
+            index = source.count - 1
+            try:
+                key, item = self._prepare(raw)
+            except Exception as exc:
+                # A malformed item fails alone.
+                self._room.release()
+                await self._fail(raw, index, exc)
+                continue
+            queue = self._queues.get(key)
+            if queue is not None:
+                queue.append((index, item))  # behind its document's item under way
+                continue
+            queue = self._queues[key] = deque([(index, item)])
+            await self._drive(key, queue, group)
 
-    async def _read_into(
-        self,
-        items: Iterable[Any] | AsyncIterable[Any],
-        runs: anyio.abc.TaskGroup,
-        send: anyio.abc.ObjectSendStream[Any],
+    async def _drive(
+        self, key: str, queue: deque[tuple[int, Any]], group: anyio.abc.TaskGroup
     ) -> None:
-        count = 0
-        try:
-            async with contextlib.aclosing(_read(items)) as stream:
-                async for raw in stream:
-                    await self._room.acquire()
-                    try:
-                        key, item = self._prepare(raw)
-                    except Exception as exc:
-                        # A malformed item fails alone.
-                        await send.send(self._failed(raw, count, exc))
-                        self._room.release()
-                        count += 1
-                        continue
-                    queue = self._queues.get(key)
-                    if queue is not None:
-                        queue.append((count, item))
-                    else:
-                        await self._active.acquire()
-                        self._queues[key] = deque([(count, item)])
-                        runs.start_soon(self._run_document, key, send)
-                    count += 1
-        finally:
-            self.total = count
+        """Run ``key``'s items in this worker while its budget lasts; then park the rest."""
+        while queue:
+            index, item = queue[0]
+            await _take(self._slots)
+            try:
+                permit = await self._limiter.try_acquire(key)
+            except BaseException:
+                self._slots.release()
+                raise
+            if permit is None:
+                # Spent: one task waits for this document; the worker reads on.
+                self._slots.release()
+                await self._parked.acquire()
+                group.start_soon(self._run_parked, key, queue)
+                return
+            await self._one(index, item, _Attempts(self._slots, permit, slot=True))
+            self._done(queue)
+        del self._queues[key]
 
-    async def _run_document(self, key: str, send: anyio.abc.ObjectSendStream[Any]) -> None:
-        queue = self._queues[key]
+    async def _run_parked(self, key: str, queue: deque[tuple[int, Any]]) -> None:
         try:
             while queue:
                 index, item = queue[0]
-                await self._one(index, item, send)
-                queue.popleft()
-                self._room.release()
+                await self._one(index, item, _Attempts(self._slots, None, slot=False))
+                self._done(queue)
         finally:
             del self._queues[key]
-            self._active.release()
+            self._parked.release()
 
-    async def _one(self, index: int, item: Any, send: anyio.abc.ObjectSendStream[Any]) -> None:
+    def _done(self, queue: deque[tuple[int, Any]]) -> None:
+        queue.popleft()
+        self._room.release()
+
+    async def _fail(self, item: Any, index: int, exc: Exception) -> None:
+        await self._slots.acquire()  # a failure waits its turn like an image
+        self.results.put(self._failed(item, index, exc))
+
+    async def _one(self, index: int, item: Any, attempts: _Attempts) -> None:
         delivered = False
 
         async def deliver(result: Any) -> None:
             nonlocal delivered
-            await send.send(result)
+            if not attempts.slot:  # (only ever called inside a gate, which holds one)
+                await self._slots.acquire()
+            attempts.slot = False  # the slot goes with the result
+            self.results.put(result)
             delivered = True
 
+        def gate(token: str, *, timeout: float | None) -> _Gate:
+            return _Gate(self._limiter, attempts, token, timeout)
+
         try:
-            await self._work(item, index, self._gate, deliver)
+            await self._work(item, index, gate, deliver)
         except Exception as exc:
             if delivered:
                 raise
-            await send.send(self._failed(item, index, exc))
+            if attempts.slot:
+                attempts.slot = False
+                self.results.put(self._failed(item, index, exc))
+            else:
+                await self._fail(item, index, exc)
+        finally:
+            attempts.release()
+            unused, attempts.first = attempts.first, None
+            if unused is not None:
+                # The item failed before its request (a file check): nothing was sent.
+                with anyio.CancelScope(shield=True):
+                    async with unused:
+                        unused.not_sent()
 
-    @asynccontextmanager
-    async def _gate(self, token: str, *, timeout: float | None) -> AsyncIterator[Permit]:  # noqa: ASYNC109 - on the limiter's clock
-        # Never hold a slot while the budget refills. Nor hold a granted token for
-        # long while slots are busy (it could outlive a Redis lease): after
-        # SLOT_PATIENCE it goes back unsent and queues again.
+
+class _Gate:
+    """One attempt's way in: the permit granted already (a first attempt, its slot held),
+    or the limiter and then a slot.
+
+    A later attempt (or a parked document's) never holds a slot while the
+    budget refills, nor a granted token for long while slots are busy (it
+    could outlive a Redis lease): after :data:`SLOT_PATIENCE` the token goes
+    back unsent and the attempt queues again.
+    """
+
+    __slots__ = ("_attempts", "_limiter", "_permit", "_timeout", "_token")
+
+    def __init__(
+        self, limiter: RateLimiter, attempts: _Attempts, token: str, timeout: float | None
+    ) -> None:
+        self._limiter = limiter
+        self._attempts = attempts
+        self._token = token
+        self._timeout = timeout
+        self._permit: Permit | None = None
+
+    async def __aenter__(self) -> Permit:
+        attempts = self._attempts
+        first, attempts.first = attempts.first, None
+        if first is not None:
+            self._permit = first  # granted, with its slot taken before the grant
+            return await first.__aenter__()
         while True:
-            async with self._limiter.acquire(token, timeout=timeout) as permit:
-                try:
-                    slot = await _take_slot(self._slots)
-                except BaseException:
-                    permit.not_sent()  # cancelled while waiting for a slot: nothing left
-                    raise
-                if slot:
-                    try:
-                        yield permit
-                    finally:
-                        self._slots.release()
-                    return
-                permit.not_sent()
+            permit = self._limiter.acquire(self._token, timeout=self._timeout)
+            await permit.__aenter__()
+            try:
+                attempts.slot = await _take_slot(attempts.slots)
+            except BaseException:
+                permit.not_sent()  # cancelled while waiting for a slot: nothing left
+                await permit.__aexit__(None, None, None)
+                raise
+            if attempts.slot:
+                self._permit = permit
+                return permit
+            permit.not_sent()
+            await permit.__aexit__(None, None, None)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._attempts.release()
+        assert self._permit is not None
+        await self._permit.__aexit__(*exc_info)
 
 
 async def _take_slot(slots: anyio.Semaphore) -> bool:
     """Take a slot, waiting at most :data:`SLOT_PATIENCE`; say whether one was taken."""
+    if _took(slots):  # (no cancel scope when one is free: most of the time)
+        return True
     with anyio.move_on_after(SLOT_PATIENCE):
         await slots.acquire()
         return True
     return False
 
 
-async def _read(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
-    """The input's items, with a checkpoint now and then for a long synchronous input."""
-    if isinstance(items, AsyncIterable):
-        iterator = aiter(items)
-        try:
-            async for item in iterator:
-                yield item
-        finally:
-            # We were iterating it: close it as its owner would (an async generator).
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-        return
-    for count, item in enumerate(items):
-        yield item
-        if count % 256 == 255:
-            await anyio.lowlevel.checkpoint()
+def _took(semaphore: anyio.Semaphore) -> bool:
+    """Take one of ``semaphore``'s units if one is free now; say whether it was."""
+    try:
+        semaphore.acquire_nowait()
+    except anyio.WouldBlock:
+        return False
+    return True
+
+
+async def _take(semaphore: anyio.Semaphore) -> None:
+    """Take one of ``semaphore``'s units: at once if one is free, else in turn."""
+    if not _took(semaphore):
+        await semaphore.acquire()

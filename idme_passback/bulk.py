@@ -318,7 +318,6 @@ class BulkResults:
     __slots__ = (
         "_group",
         "_on_progress",
-        "_receive",
         "_scheduler",
         "_source",
         "_total",
@@ -339,7 +338,6 @@ class BulkResults:
         self._total = total
         self._on_progress = on_progress
         self._group: anyio.abc.TaskGroup | None = None
-        self._receive: anyio.abc.ObjectReceiveStream[FetchResult] | None = None
 
     def __aiter__(self) -> NoReturn:
         """Refuse: a job's tasks need an owner, so iterate inside ``async with``."""
@@ -354,24 +352,19 @@ class BulkResults:
             raise RuntimeError("a bulk job can be started only once")
         if self._work is not None:
             await self._work.start()
-        # Unbuffered: a result is handed over only when the caller takes it.
-        send, receive = anyio.create_memory_object_stream[FetchResult](0)
-        self._receive = receive
         self._group = anyio.create_task_group()
         await self._group.__aenter__()
-        self._group.start_soon(self._scheduler.run, self._source, send)
-        return ResultStream(receive, self._scheduler, self._total, self._on_progress)
+        self._group.start_soon(self._scheduler.run, self._source)
+        return ResultStream(self._scheduler, self._total, self._on_progress)
 
     async def __aexit__(self, *exc_info: object) -> None:
         """Stop the job (cancelling what still runs), then let any exception through."""
         assert self._group is not None
-        assert self._receive is not None
         self._group.cancel_scope.cancel()
         try:
             # The caller's exception is not passed in, so it is not wrapped in a group.
             await self._group.__aexit__(None, None, None)
         finally:
-            await self._receive.aclose()
             if self._work is not None:
                 self._work.close()
 
@@ -379,16 +372,14 @@ class BulkResults:
 class ResultStream:
     """The results of a running bulk job: ``async for result in results``."""
 
-    __slots__ = ("_bytes", "_done", "_failed", "_on_progress", "_receive", "_scheduler", "_total")
+    __slots__ = ("_bytes", "_done", "_failed", "_on_progress", "_scheduler", "_total")
 
     def __init__(
         self,
-        receive: anyio.abc.ObjectReceiveStream[FetchResult],
         scheduler: Scheduler,
         total: int | None,
         on_progress: ProgressHook | None,
     ) -> None:
-        self._receive = receive
         self._scheduler = scheduler
         self._total = total
         self._on_progress = on_progress
@@ -401,7 +392,10 @@ class ResultStream:
     async def __anext__(self) -> FetchResult:
         """Return the next result to finish."""
         try:
-            result = await self._receive.receive()
+            try:
+                result: FetchResult = self._scheduler.results.get_nowait()
+            except anyio.WouldBlock:
+                result = await self._scheduler.results.get()
         except anyio.EndOfStream:
             if self._scheduler.input_error is not None:
                 # The input itself failed (after every item read was delivered).

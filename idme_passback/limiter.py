@@ -198,6 +198,16 @@ class _Lines:
         finally:
             self._leave(key, queue, waiter)
 
+    async def try_take(self, token: str) -> Grant | None:
+        """A token of ``token``'s document if one is free now (one store ask), else ``None``."""
+        if self._unsettled and time.monotonic() >= self._next_retry:
+            await self._retry_unsettled(self._clock.now() + self._store_timeout)
+        key = self.root(token)
+        if key in self._queues:
+            return None  # others are waiting for this document: they go first
+        answer = await self._reserve(key, self._clock.now() + self._store_timeout)
+        return answer if isinstance(answer, Grant) else None
+
     def _leave(self, key: str, queue: deque[_Waiter], waiter: _Waiter) -> None:
         """Granted, timed out or cancelled, ``waiter`` leaves and the next goes first."""
         was_head = queue[0] is waiter
@@ -409,16 +419,19 @@ class Permit:
 
     __slots__ = ("_grant", "_lines", "_sent", "_settled", "_timeout", "_token")
 
-    def __init__(self, lines: _Lines, token: str, timeout: float | None) -> None:
+    def __init__(
+        self, lines: _Lines, token: str, timeout: float | None, grant: Grant | None = None
+    ) -> None:
         self._lines = lines
         self._token = token
         self._timeout = timeout
-        self._grant: Grant | None = None
+        self._grant = grant
         self._sent = True
         self._settled = False
 
     async def __aenter__(self) -> Permit:
-        self._grant = await self._lines.take(self._token, self._timeout)
+        if self._grant is None:  # (a permit from try_acquire() is granted already)
+            self._grant = await self._lines.take(self._token, self._timeout)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -538,6 +551,22 @@ class RateLimiter:
         if timeout is not None and not timeout >= 0:  # negative, or NaN
             raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
         return Permit(self._lines, token, timeout)
+
+    async def try_acquire(self, token: str) -> Permit | None:
+        """A permit at once if ``token``'s document has a token free now, else ``None``.
+
+        Never waits for a token: it asks the store once (within
+        ``store_timeout``) and does not queue. A document others are already
+        waiting for answers ``None``, so they keep their turn. Use the permit
+        as ``async with permit:``, exactly like one from :meth:`acquire`; it
+        is granted already, so entering it does not wait. The bulk engine
+        tries this before it spends a worker on an item.
+
+        Raises:
+            LimiterUnavailableError: the store failed or stalled.
+        """
+        grant = await self._lines.try_take(token)
+        return None if grant is None else Permit(self._lines, token, None, grant)
 
     async def link(self, new_token: str, token: str) -> None:
         """Make ``new_token`` share ``token``'s budget (a refresh names the same document).
