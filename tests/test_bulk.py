@@ -308,3 +308,17 @@ async def test_an_item_already_on_disk_is_refused_before_any_request(
     [result] = await collect(client.download_many([token], tmp_path))
     assert isinstance(result.error, FileExistsError)
     assert fake.requests == []
+
+
+async def test_an_item_refused_before_its_request_keeps_its_documents_budget(
+    client: PassbackClient, fake: FakePassbackServer, tmp_path: Path
+) -> None:
+    token = fake.issue_document()
+    (tmp_path / "taken.jpg").write_bytes(b"from an earlier run")
+    job = client.download_many([DocumentRequest(token, filename="taken.jpg")], tmp_path)
+    [result] = await collect(job)
+    assert isinstance(result.error, FileExistsError)
+    assert fake.requests == []
+    # Nothing was sent, so both of the document's tokens are still there.
+    budget = [await client.limiter.try_acquire(token) for _ in range(3)]
+    assert [permit is not None for permit in budget] == [True, True, False]

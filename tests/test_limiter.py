@@ -474,3 +474,50 @@ async def test_a_negative_or_nan_timeout_is_refused(
     limiter = RateLimiter(clock=clock)
     with pytest.raises(ValueError, match="timeout"):
         limiter.acquire("doc", timeout=timeout)
+
+
+async def test_try_acquire_grants_at_once_or_answers_none_without_waiting(
+    make_limiter: Callable[..., RateLimiter], clock: FakeClock
+) -> None:
+    limiter = make_limiter()
+    first, second = await limiter.try_acquire("doc"), await limiter.try_acquire("doc")
+    assert first is not None
+    assert second is not None
+    assert await limiter.try_acquire("doc") is None  # spent: no wait, no grant
+    assert clock.now() == 0.0
+    async with first:  # granted already: entering does not wait
+        await first.complete()
+    async with second:
+        second.not_sent()  # its token comes back at once
+    again = await limiter.try_acquire("doc")
+    assert again is not None
+    async with again:
+        await again.complete()
+    assert await limiter.try_acquire("doc") is None
+    await clock.advance(PERIOD)
+    assert await limiter.try_acquire("doc") is not None
+
+
+async def test_try_acquire_leaves_a_document_to_those_waiting_for_it(
+    make_limiter: Callable[..., RateLimiter], clock: FakeClock
+) -> None:
+    limiter = make_limiter(limit=1)
+    log = Log(clock)
+    async with anyio.create_task_group() as group:
+        async with limiter.acquire("doc") as permit:
+            group.start_soon(request, limiter, clock, log, "b", "doc")
+            await settle(clock, limiter)
+            permit.not_sent()
+        # The token is back and b, queued for it, is woken: a try must not take it.
+        assert await limiter.try_acquire("doc") is None
+        await run_clock(clock, limiter)
+    assert log.granted("b") == 0.0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_try_acquire_fails_closed_on_a_store_non_answer(
+    anyio_backend: str, clock: FakeClock
+) -> None:
+    limiter = RateLimiter(store=_Answers(60), clock=clock)  # type: ignore[arg-type]
+    with pytest.raises(LimiterUnavailableError):
+        await limiter.try_acquire("doc")
