@@ -72,10 +72,10 @@ import secrets
 from collections.abc import Sequence
 from typing import Any, cast
 
+from ._lines import MAX_HOLD
 from ._redis_scripts import DISCARD, RELEASE, RESERVE
 from .clock import Clock
 from .errors import ConfigurationError, LimiterUnavailableError, PassbackError
-from .limiter import MAX_HOLD
 from .store import Denied, Grant
 
 __all__ = ["RedisStore"]
