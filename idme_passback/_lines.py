@@ -77,11 +77,11 @@ class Lines:
     """The limiter's machinery: per-document queues of waiters, and the store's answers."""
 
     __slots__ = (
-        "_bounded",
         "_cleanup_timeout",
         "_clock",
         "_limit",
         "_lineage_ttl",
+        "_memory",
         "_next_retry",
         "_period",
         "_queues",
@@ -108,8 +108,9 @@ class Lines:
         self._store_timeout = store_timeout
         self._cleanup_timeout = min(store_timeout, _CLEANUP_TIMEOUT)
         # The memory store answers without suspending and cannot fail or stall:
-        # its calls need no time bound (which costs a cancel scope per call).
-        self._bounded = not isinstance(store, MemoryStore)
+        # it is called as the plain functions it is, with no time bound (benchmark
+        # rows 3a and 3b: a coroutine and a cancel scope per call cost the most there).
+        self._memory = store if isinstance(store, MemoryStore) else None
         # Per document, the waiters in arrival order; present only while someone waits.
         self._queues: dict[str, deque[_Waiter]] = {}
         # Refreshed token -> (its document's first token, expiry), for shared queues.
@@ -130,18 +131,34 @@ class Lines:
             return token
         return entry[0]
 
+    def take_now(self, token: str) -> Grant | None:
+        """A grant without suspending, or ``None``: the memory store, with nobody waiting.
+
+        The memory store answers without suspending, so no one arriving later
+        can overtake. (A plain call, not a coroutine: benchmark rows 3a and 3b.)
+        """
+        if self._memory is None:
+            return None
+        key = self.root(token)
+        if key in self._queues:
+            return None
+        answer = self._memory.reserve_now(
+            key, reservation="", limit=self._limit, period=self._period
+        )
+        return answer if isinstance(answer, Grant) else None
+
     async def take(self, token: str, timeout: float | None) -> Grant:  # noqa: ASYNC109
         # (timeout is on the limiter's clock, which may be fake: fail_after cannot measure it)
         """Wait for a token of ``token``'s document, first come, first served."""
+        granted = self.take_now(token)
+        if granted is not None:
+            return granted
         give_up = math.inf if timeout is None else self._clock.now() + timeout
         if self._unsettled and time.monotonic() >= self._next_retry:
             await self._retry_unsettled(give_up)
         key = self.root(token)
         queue = self._queues.get(key)
         if queue is None:
-            granted = await self._ask_at_once(token)
-            if granted is not None:
-                return granted
             queue = self._queues[key] = deque()
         waiter = _Waiter()
         queue.append(waiter)
@@ -191,30 +208,19 @@ class Lines:
         elif was_head:
             queue[0].event.set()
 
-    async def _ask_at_once(self, token: str) -> Grant | None:
-        """With nobody waiting and the memory store, try without queueing (or ``None``).
-
-        The memory store answers without suspending, so no one arriving later can
-        overtake. (Skipping the queue keeps the limiter ahead of its peers in
-        benchmark row 3a.)
-        """
-        if self._bounded:
-            return None
-        answer = await self._store.reserve(
-            token, reservation="", limit=self._limit, period=self._period
-        )
-        return answer if isinstance(answer, Grant) else None
-
     async def _reserve(self, token: str, give_up: float) -> Grant | Denied:
         """Ask the store once, within the store timeout and the caller's deadline."""
-        # A remote store needs an id it can be told to discard; the memory store none.
-        reservation = secrets.token_hex(8) if self._bounded else ""
-        ask = self._store.reserve(
-            token, reservation=reservation, limit=self._limit, period=self._period
-        )
-        if not self._bounded:
-            answer = await ask
+        if self._memory is not None:
+            # No id needed: its answer is never lost.
+            answer = self._memory.reserve_now(
+                token, reservation="", limit=self._limit, period=self._period
+            )
         else:
+            # A remote store needs an id it can be told to discard.
+            reservation = secrets.token_hex(8)
+            ask = self._store.reserve(
+                token, reservation=reservation, limit=self._limit, period=self._period
+            )
             bound = min(self._store_timeout, max(give_up - self._clock.now(), 0.0))
             try:
                 with anyio.move_on_after(bound) as scope:
@@ -274,23 +280,31 @@ class Lines:
             await waiter.event.wait()
             group.cancel_scope.cancel()
 
+    def give_back_now(self, grant: Grant, *, token: str, sent: bool, hold: float | None) -> bool:
+        """Settle ``grant`` without suspending if the store allows (the memory store)."""
+        if self._memory is None:
+            return False
+        self._memory.release_now(grant, sent=sent, period=self._period, hold=_hold(hold))
+        self._wake_after_release(grant, token)
+        return True
+
     async def give_back(self, grant: Grant, *, token: str, sent: bool, hold: float | None) -> None:
         """Settle ``grant``; a store that fails keeps it to retry, and raises nothing."""
-        if hold is not None:
-            hold = min(hold, MAX_HOLD) if hold >= 0 else 0.0  # NaN and negatives: none
-        if not self._bounded:
-            await self._store.release(grant, sent=sent, period=self._period, hold=hold)
-        else:
-            until = None if hold is None else time.monotonic() + hold
-            kept = _Unsettled(grant, sent=sent, hold_until=until, wakes=self.root(token))
-            if not await self._clean_up(kept):
-                logger.warning(
-                    "the rate limiter's store did not take a release; it will be retried"
-                )
-        # The store's key for the document (a Redis digest) need not be the local
-        # queue's: wake both.
-        self.wake(self.root(token))
-        self.wake(grant.key)
+        if self.give_back_now(grant, token=token, sent=sent, hold=hold):
+            return
+        hold = _hold(hold)
+        until = None if hold is None else time.monotonic() + hold
+        kept = _Unsettled(grant, sent=sent, hold_until=until, wakes=self.root(token))
+        if not await self._clean_up(kept):
+            logger.warning("the rate limiter's store did not take a release; it will be retried")
+        self._wake_after_release(grant, token)
+
+    def _wake_after_release(self, grant: Grant, token: str) -> None:
+        if self._queues:
+            # The store's key for the document (a Redis digest) need not be the local
+            # queue's: wake both.
+            self.wake(self.root(token))
+            self.wake(grant.key)
 
     async def _clean_up(self, item: _Unsettled) -> bool:
         """Try ``item`` once, shielded and briefly (it is clean-up); keep it if that fails."""
@@ -359,8 +373,8 @@ class Lines:
             if len(self._roots) > 1024 and len(self._roots) % 1024 == 0:
                 self._forget_expired_links()
         # By root: the link holds even where the store forgot the one before it.
-        if not self._bounded:
-            await self._store.link(alias, root, self._lineage_ttl)
+        if self._memory is not None:
+            await self._memory.link(alias, root, self._lineage_ttl)
             return
         with anyio.move_on_after(self._store_timeout) as scope:
             await self._store.link(alias, root, self._lineage_ttl)
@@ -373,3 +387,10 @@ class Lines:
         now = self._clock.now()
         for alias in [a for a, (_, until) in self._roots.items() if until <= now]:
             del self._roots[alias]
+
+
+def _hold(hold: float | None) -> float | None:
+    """A 429 hold as a store takes it: at most :data:`MAX_HOLD`; NaN and negatives, none."""
+    if hold is None:
+        return None
+    return min(hold, MAX_HOLD) if hold >= 0 else 0.0

@@ -75,7 +75,9 @@ class Permit:
 
     async def __aenter__(self) -> Permit:
         if self._grant is None:  # (a permit from try_acquire() is granted already)
-            self._grant = await self._lines.take(self._token, self._timeout)
+            self._grant = self._lines.take_now(self._token) or await self._lines.take(
+                self._token, self._timeout
+            )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -94,7 +96,9 @@ class Permit:
         if self._settled or self._grant is None:
             return
         self._settled = True
-        await self._lines.give_back(self._grant, token=self._token, sent=self._sent, hold=hold)
+        grant, token, sent = self._grant, self._token, self._sent
+        if not self._lines.give_back_now(grant, token=token, sent=sent, hold=hold):
+            await self._lines.give_back(grant, token=token, sent=sent, hold=hold)
 
     @property
     def settled(self) -> bool:

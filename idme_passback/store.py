@@ -264,6 +264,12 @@ class MemoryStore:
 
         Answers without suspending, so a reservation can never be half made.
         """
+        return self.reserve_now(token, reservation=reservation, limit=limit, period=period)
+
+    def reserve_now(
+        self, token: str, *, reservation: str, limit: int, period: float
+    ) -> Grant | Denied:
+        """:meth:`reserve`, as the plain call it is (the limiter's path for this store)."""
         result = self._reserve(token, limit, period)
         return Grant(result, reservation) if isinstance(result, str) else Denied(result)
 
@@ -304,6 +310,12 @@ class MemoryStore:
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
     ) -> None:
         """Settle a grant: ``sent`` cools the token for ``period`` from now, else frees it."""
+        self._release(grant.key, sent=sent, period=period, hold=hold)
+
+    def release_now(
+        self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
+    ) -> None:
+        """:meth:`release`, as the plain call it is (the limiter's path for this store)."""
         self._release(grant.key, sent=sent, period=period, hold=hold)
 
     async def discard(self, token: str, *, reservation: str) -> None:
