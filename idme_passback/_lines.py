@@ -190,6 +190,8 @@ class Lines:
 
     async def try_take(self, token: str) -> Grant | None:
         """A token of ``token``'s document if one is free now (one store ask), else ``None``."""
+        if self._memory is not None:
+            return self.take_now(token)
         if self._unsettled and time.monotonic() >= self._next_retry:
             await self._retry_unsettled(self._clock.now() + self._store_timeout)
         key = self.root(token)

@@ -10,23 +10,18 @@ private module), and failures are retried by one loop beside
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import random
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Literal
 
 import attrs
 import httpx
 
 from . import _telemetry as telemetry
 from . import bulk
-from ._attributes import AttributesDecoder
 from ._body import ImageBody, read_image
-from ._calls import Session, attributes_once, document_once, refresh_once
+from ._calls import TimeoutArg
 from ._config import (
     ATTRIBUTES,
     CLIENT_DEFAULT,
@@ -35,27 +30,22 @@ from ._config import (
     DOCUMENT,
     ENVIRONMENTS,
     REFRESH,
-    Endpoint,
-    UseClientDefault,
     check_deadline,
     check_retries,
     resolve_base_url,
 )
-from ._deadline import Deadline, Timeout
-from ._engine import Gate
+from ._core import Core, DeadlineArg
 from ._files import check_target
-from ._http import Wire, retryable
-from ._jose import JWKSSource
+from ._lifecycle import OwnsHTTP
 from ._redact import install_redaction
 from ._sentry import note_base_url
 from ._tokens import check_access_token, check_token, remember
-from ._version import __version__
 from .bounds import Bounds
-from .errors import ConfigurationError, PassbackError
+from .errors import ConfigurationError
 from .limiter import RateLimiter
 from .models import Attributes, DocumentImage
-from .retry import RetryPolicy, call_with_retries
-from .sizing import Size, SizeLike, parse_size
+from .retry import RetryPolicy
+from .sizing import SizeLike, parse_size
 
 __all__ = [
     "CLIENT_DEFAULT",
@@ -65,14 +55,11 @@ __all__ = [
     "PassbackClient",
 ]
 
-T = TypeVar("T")
-logger = logging.getLogger("idme_passback")
-
-_TimeoutArg = Timeout | UseClientDefault
-_DeadlineArg = float | None | UseClientDefault
+_TimeoutArg = TimeoutArg
+_DeadlineArg = DeadlineArg
 
 
-class PassbackClient:
+class PassbackClient(OwnsHTTP):
     """An async client for the Document Passback API; create once, share widely.
 
     Example::
@@ -167,67 +154,35 @@ class PassbackClient:
                 allow_insecure_http=allow_insecure_http,
             )
         )
-        self._pair_front_back = pair_front_back
-        self._deadline = check_deadline(deadline)
+        deadline = check_deadline(deadline)
         if bounds is not None and not isinstance(bounds, Bounds):
             raise ConfigurationError(f"bounds must be a Bounds, got {type(bounds).__name__}")
-        self._bounds = bounds if bounds is not None else Bounds()
         policy = retry_policy or RetryPolicy()
         if max_retries is not None:
             # max_retries= is the short way to set just that; it wins over the policy's.
             policy = attrs.evolve(policy, max_retries=check_retries(max_retries))
-        self._policy = policy
-        self._limiter = limiter if limiter is not None else RateLimiter()
-        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(transport=transport, timeout=timeout)
-        jwks = JWKSSource(self._base_url, self._http, clock=self._limiter.clock)
-        self._session = Session(
-            wire=Wire(self._http, {"User-Agent": f"idme-passback/{__version__}"}, self._bounds),
-            base_url=self._base_url,
+        self._adopt(http_client, lambda: httpx.AsyncClient(transport=transport, timeout=timeout))
+        self._core = Core(
             api_token=self._api_token,
+            base_url=self._base_url,
+            http=self._http,
+            limiter=limiter if limiter is not None else RateLimiter(),
+            policy=policy,
             timeout=timeout,
+            deadline=deadline,
             access_token_in=access_token_in,
-            decoder=AttributesDecoder(
-                jwks,
-                decryption_key=attributes_decryption_key,
-                verify=verify_attributes_jwt,
-            ),
-            default_hold=(
-                self._limiter.period
-                if policy.default_retry_after is None
-                else policy.default_retry_after
-            ),
-            bounds=self._bounds,
+            decryption_key=attributes_decryption_key,
+            verify_jwt=verify_attributes_jwt,
+            bounds=bounds if bounds is not None else Bounds(),
+            pair_front_back=pair_front_back,
         )
-        self._server = httpx.URL(self._base_url).host
         note_base_url(self._base_url)
         install_redaction()
-
-    # -- lifecycle -----------------------------------------------------------
-
-    async def __aenter__(self) -> PassbackClient:
-        """Return the client; leaving the block closes it."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the client."""
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client this client made (a caller-supplied one stays open)."""
-        if self._owns_http:
-            await self._http.aclose()
 
     @property
     def limiter(self) -> RateLimiter:
         """The rate limiter every document request waits on."""
-        return self._limiter
+        return self._core.limiter
 
     @property
     def base_url(self) -> str:
@@ -260,19 +215,8 @@ class PassbackClient:
             APIStatusError, TransportError, MalformedResponseError: other failures.
         """
         access_token = check_access_token(access_token)
-        remember(self._api_token, access_token)
-        limit = self._start(deadline)
-        with telemetry.call("get_attributes", ATTRIBUTES, server=self._server):
-            attributes = await self._retrying(
-                lambda: attributes_once(self._session, access_token, timeout, limit),
-                ATTRIBUTES,
-                self._policy.max_retries,
-                limit,
-            )
-            _remember_tokens(attributes)
-            if self._pair_front_back and attributes.has_document_tokens:
-                await self._pair(attributes)
-        return attributes
+        with telemetry.call("get_attributes", ATTRIBUTES, server=self._core.server):
+            return await self._core.attributes(access_token, timeout, deadline)
 
     async def get_document(
         self,
@@ -305,10 +249,8 @@ class PassbackClient:
         async def consume(body: ImageBody) -> DocumentImage:
             return await read_image(body, token, box)
 
-        with telemetry.call("get_document", DOCUMENT, document=token, server=self._server):
-            return await self._document(
-                token, box, consume, timeout=timeout, max_retries=max_retries, deadline=deadline
-            )
+        with telemetry.call("get_document", DOCUMENT, document=token, server=self._core.server):
+            return await self._core.document(token, box, consume, timeout, max_retries, deadline)
 
     async def download_document(
         self,
@@ -348,7 +290,7 @@ class PassbackClient:
         """
         box = parse_size(size)
         token = check_token(token)
-        self._start(deadline)  # a bad deadline fails before the folder is opened
+        self._core.start(deadline)  # a bad deadline fails before the folder is opened
         target = check_target(path, overwrite=overwrite)
 
         async def consume(body: ImageBody) -> Path:
@@ -356,9 +298,11 @@ class PassbackClient:
             return target.path
 
         try:
-            with telemetry.call("download_document", DOCUMENT, document=token, server=self._server):
-                return await self._document(
-                    token, box, consume, timeout=timeout, max_retries=max_retries, deadline=deadline
+            with telemetry.call(
+                "download_document", DOCUMENT, document=token, server=self._core.server
+            ):
+                return await self._core.document(
+                    token, box, consume, timeout, max_retries, deadline
                 )
         finally:
             target.folder.close()
@@ -383,18 +327,10 @@ class PassbackClient:
             APIStatusError, TransportError: other failures.
         """
         token = check_token(token)
-        remember(self._api_token, token)
-        limit = self._start(deadline)
-        with telemetry.call("refresh_document_token", REFRESH, document=token, server=self._server):
-            new_token = await self._retrying(
-                lambda: refresh_once(self._session, token, timeout, limit),
-                REFRESH,
-                self._retries(max_retries),
-                limit,
-            )
-            remember(new_token)
-            await self._limiter.link(new_token, token)
-        return new_token
+        with telemetry.call(
+            "refresh_document_token", REFRESH, document=token, server=self._core.server
+        ):
+            return await self._core.refresh(token, timeout, max_retries, deadline)
 
     # -- bulk -----------------------------------------------------------------
 
@@ -428,11 +364,11 @@ class PassbackClient:
         ``concurrency`` images are held at once, however slow the consumer.
         """
         return bulk.run(
-            bulk.fetching(self._bulk_document),
+            bulk.fetching(self._core.bulk_document),
             items,
             size=size,
             concurrency=concurrency,
-            limiter=self._limiter,
+            limiter=self._core.limiter,
             on_progress=on_progress,
         )
 
@@ -473,104 +409,10 @@ class PassbackClient:
             FileNotFoundError: ``directory`` does not exist (before anything is sent).
         """
         return bulk.run(
-            bulk.downloading(self._bulk_document, directory, overwrite=overwrite),
+            bulk.downloading(self._core.bulk_document, directory, overwrite=overwrite),
             items,
             size=size,
             concurrency=concurrency,
-            limiter=self._limiter,
+            limiter=self._core.limiter,
             on_progress=on_progress,
         )
-
-    # -- composing one call ----------------------------------------------------
-
-    def _start(self, deadline: _DeadlineArg) -> Deadline:
-        """The call's deadline, starting now (checked before anything is sent)."""
-        seconds = self._deadline if deadline is CLIENT_DEFAULT else check_deadline(deadline)
-        return Deadline.after(self._limiter.clock, seconds)
-
-    def _retries(self, max_retries: int | None) -> int:
-        return self._policy.max_retries if max_retries is None else check_retries(max_retries)
-
-    async def _retrying(
-        self, attempt: Callable[[], Awaitable[T]], endpoint: Endpoint, retries: int, limit: Deadline
-    ) -> T:
-        return await call_with_retries(
-            attempt,
-            endpoint=endpoint,
-            retryable=retryable,
-            policy=self._policy,
-            max_retries=retries,
-            deadline=limit,
-            rng=self._rng,
-        )
-
-    async def _document(
-        self,
-        token: str,
-        box: Size | None,
-        consume: Callable[[ImageBody], Awaitable[T]],
-        *,
-        timeout: _TimeoutArg,
-        max_retries: int | None,
-        deadline: _DeadlineArg,
-    ) -> T:
-        remember(self._api_token, token)
-        limit = self._start(deadline)
-        enter = telemetry.timing(self._limiter.acquire, self._limiter.clock)
-        counted = _counted(consume)
-        return await self._retrying(
-            lambda: document_once(self._session, enter, token, box, counted, timeout, limit),
-            DOCUMENT,
-            self._retries(max_retries),
-            limit,
-        )
-
-    async def _bulk_document(
-        self, token: str, box: Size | None, consume: bulk.Consume[T], gate: Gate
-    ) -> T:
-        # Bulk items queue for their turn: that wait is not theirs to time out on.
-        # Each attempt, from the moment its permit is granted, has the client's
-        # deadline (a server that trickles cannot hold a slot for ever), and
-        # retries stay bounded by max_retries.
-        limit = Deadline.after(self._limiter.clock, None)
-        remember(self._api_token, token)
-        enter = telemetry.timing(gate, self._limiter.clock)
-        counted = _counted(consume)
-        with telemetry.call("bulk_document", DOCUMENT, document=token, server=self._server):
-            return await self._retrying(
-                lambda: document_once(
-                    self._session, enter, token, box, counted, CLIENT_DEFAULT, limit, self._deadline
-                ),
-                DOCUMENT,
-                self._policy.max_retries,
-                limit,
-            )
-
-    async def _pair(self, attributes: Attributes) -> None:
-        # The access token is spent by now: nothing here may raise the payload away.
-        try:
-            tokens = attributes.document_tokens
-            if tokens.back:
-                await self._limiter.link(tokens.back, tokens.front)
-        except PassbackError as exc:
-            logger.warning("could not pair the front and back budgets: %s", type(exc).__name__)
-
-
-def _counted(consume: Callable[[ImageBody], Awaitable[T]]) -> Callable[[ImageBody], Awaitable[T]]:
-    """``consume``, adding the body's bytes to the call's telemetry once it is read."""
-
-    async def counted(body: ImageBody) -> T:
-        result = await consume(body)
-        telemetry.received(body.received)
-        return result
-
-    return counted
-
-
-def _remember_tokens(attributes: Attributes) -> None:
-    """Keep the answer's document tokens in view for scrubbing, if it holds usable ones."""
-    if attributes.has_document_tokens:
-        # The payload is the caller's to inspect; a malformed pair raises there, not here.
-        with contextlib.suppress(PassbackError):
-            tokens = attributes.document_tokens
-            remember(tokens.front, tokens.back)

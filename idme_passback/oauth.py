@@ -21,7 +21,6 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Literal
 
 import attrs
@@ -30,6 +29,7 @@ import httpx
 from . import _jose
 from . import _oauth_wire as _wire
 from ._config import DEFAULT_TIMEOUT
+from ._lifecycle import OwnsHTTP
 from ._redact import install_redaction
 from ._tokens import remember
 from ._version import __version__
@@ -114,7 +114,7 @@ class TokenSet:
         )
 
 
-class OAuthClient:
+class OAuthClient(OwnsHTTP):
     """ID.me's OAuth 2.0 login for one consumer (client id and secret); create once, share.
 
     Args:
@@ -180,9 +180,9 @@ class OAuthClient:
         self._issuer = issuer if issuer is not None else f"{self._base_url}oidc"
         self._leeway = leeway
         self._wall_clock = wall_clock
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            transport=transport, timeout=timeout, follow_redirects=False
+        self._adopt(
+            http_client,
+            lambda: httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False),
         )
         self._jwks = _jose.JWKSSource(self._base_url, self._http, clock=self.clock)
         install_redaction()
@@ -193,24 +193,6 @@ class OAuthClient:
             f"OAuthClient(base_url={self._base_url!r}, client_id={self.client_id!r}, "
             f"client_secret={secret})"
         )
-
-    async def __aenter__(self) -> OAuthClient:
-        """Return the client; leaving the block closes it."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the client."""
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client this client made (a caller-supplied one stays open)."""
-        if self._owns_http:
-            await self._http.aclose()
 
     @property
     def base_url(self) -> str:
