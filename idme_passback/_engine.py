@@ -11,10 +11,12 @@ document's first request, within two windows: up to ``max_buffered`` items
 queued in all, and up to ``max_active`` documents parked at once (past
 either, reading the input pauses until one frees, so memory stays bounded).
 
-Every attempt runs in one of ``concurrency`` slots, taken only once its
-token is granted (a parked document waits on the limiter without one), and
-kept until its result has been handed to the caller: at most ``concurrency``
-results (images) are ever held, whatever the consumer's speed.
+Every attempt runs in one of ``concurrency`` slots. A worker takes one and
+then asks the limiter without waiting (a denial gives the slot straight
+back); a parked document, and a retry, wait on the limiter holding none and
+take one once granted. A slot is kept until the attempt's result has been
+handed to the caller: at most ``concurrency`` results (images) are ever
+held, whatever the consumer's speed.
 
 A worker pool rather than a task per item: benchmark row 7 (items per second
 beside a bare ``asyncio.gather``) needs it.
@@ -22,29 +24,25 @@ beside a bare ``asyncio.gather``) needs it.
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import (
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
-    Iterator,
 )
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from ._bulk_io import END, Input, Results
 from .limiter import Permit, RateLimiter
 
 #: Seconds a granted token may wait for a concurrency slot before it is given back.
 SLOT_PATIENCE = 30.0
-#: Items a worker reads without reaching the event loop before it yields once.
-_READ_RUN = 256
 
 
 class Gate(Protocol):
@@ -64,107 +62,14 @@ Failed = Callable[[Any, int, Exception], Any]
 #: Checks one input item: (its document key, the checked item), or raises.
 Prepare = Callable[[Any], tuple[str, Any]]
 
-_END = object()
 
+@runtime_checkable
+class Lifecycle(Protocol):
+    """Work that holds something for the job's lifetime (a folder's descriptor)."""
 
-class _Input:
-    """The job's input, read by every worker in turn, one item at a time."""
+    async def start(self) -> None: ...
 
-    def __init__(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
-        self._sync: Iterator[Any] | None = None
-        self._async: AsyncIterator[Any] | None = None
-        if isinstance(items, AsyncIterable):
-            self._async = aiter(items)
-            self._lock = anyio.Lock(fast_acquire=True)  # an async iterator has one reader
-        else:
-            self._sync = iter(items)
-        self._run = 0
-        self.done = False
-        #: Items read so far.
-        self.count = 0
-
-    async def next(self) -> Any:
-        """The next item, or ``_END``; an exception the input raises is the caller's."""
-        if self.done:
-            return _END
-        self._run += 1
-        if self._run >= _READ_RUN:
-            # A run of items that need no request (queued behind their document,
-            # or malformed) must not keep the event loop to itself.
-            self._run = 0
-            await anyio.lowlevel.checkpoint()
-        try:
-            if self._sync is not None:
-                item = next(self._sync)
-            else:
-                assert self._async is not None
-                async with self._lock:
-                    if self.done:
-                        return _END
-                    item = await anext(self._async)
-        except (StopIteration, StopAsyncIteration):
-            self.done = True
-            return _END
-        except BaseException:
-            self.done = True
-            raise
-        self.count += 1
-        return item
-
-    async def aclose(self) -> None:
-        """Close an async input we were iterating, as its owner would (an async generator)."""
-        self.done = True
-        aclose = getattr(self._async, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
-
-
-class Results:
-    """Finished results waiting for the caller; each holds a concurrency slot until taken.
-
-    So whatever the caller's speed, at most ``concurrency`` results (images)
-    exist at once, in flight or waiting. Handing one over never waits: its
-    slot was taken before its request (or, for a failure, before the hand-over).
-    """
-
-    def __init__(self, slots: anyio.Semaphore) -> None:
-        self._slots = slots
-        self._waiting: deque[Any] = deque()
-        self._arrived: anyio.Event | None = None
-        self._closed = False
-
-    def put(self, result: Any) -> None:
-        """Hand over ``result``, with the slot its producer holds."""
-        self._waiting.append(result)
-        if self._arrived is not None:
-            self._arrived.set()
-
-    def close(self) -> None:
-        """No more results will come."""
-        self._closed = True
-        if self._arrived is not None:
-            self._arrived.set()
-
-    def get_nowait(self) -> Any:
-        """The next result if one is waiting (freeing its slot); ``anyio.WouldBlock`` if not."""
-        if not self._waiting:
-            raise anyio.WouldBlock
-        result = self._waiting.popleft()
-        self._slots.release()
-        return result
-
-    async def get(self) -> Any:
-        """The next result (freeing its slot); ``anyio.EndOfStream`` once all are taken."""
-        while not self._waiting:
-            if self._closed:
-                raise anyio.EndOfStream
-            self._arrived = anyio.Event()
-            await self._arrived.wait()
-            self._arrived = None
-        result = self._waiting.popleft()
-        self._slots.release()
-        return result
+    def close(self) -> None: ...
 
 
 class _Attempts:
@@ -210,7 +115,7 @@ class Scheduler:
         # Per document with an item under way (in a worker, or parked): its items,
         # the one under way first.
         self._queues: dict[str, deque[tuple[int, Any]]] = {}
-        self._input: _Input | None = None
+        self._input: Input | None = None
         #: Where finished results wait for the caller.
         self.results = Results(self._slots)
         #: How many items the input held, once it has all been read.
@@ -220,7 +125,7 @@ class Scheduler:
 
     async def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
         """Read ``items``, run them, and hand over each one's result; close the results."""
-        source = self._input = _Input(items)
+        source = self._input = Input(items)
         try:
             async with anyio.create_task_group() as group:
                 for _ in range(self._workers):
@@ -240,8 +145,8 @@ class Scheduler:
                 # The caller's input failed: what was read still runs and is delivered;
                 # the error is the caller's, raised where the results end.
                 self.input_error = exc
-                raw = _END
-            if raw is _END:
+                raw = END
+            if raw is END:
                 self._room.release()
                 self.total = source.count
                 return

@@ -9,24 +9,21 @@ return a :class:`BulkResults`; iterate it inside ``async with``::
 
 The scheduling (lazy input, per-document fairness, bounded memory) lives in
 a private module; this one holds what an item is, what its result is, and
-the per-item work: reading an image into memory, or naming and writing a file.
+how its input is checked (the per-item work lives in a private module too).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
-from typing import NoReturn, Protocol, TypeAlias, TypeVar, runtime_checkable
+from typing import NoReturn, TypeAlias, TypeVar
 
 import anyio
 import anyio.abc
 import attrs
 
-from ._body import ImageBody, read_image
-from ._engine import Deliver, Gate, Scheduler, Work
-from ._files import Folder
-from ._imagetype import IMAGE_EXTENSIONS
+from ._engine import Lifecycle, Scheduler, Work
 from ._tokens import check_token, shorten
 from .errors import InvalidFilenameError
 from .limiter import RateLimiter
@@ -112,131 +109,6 @@ class FetchResult:
     def __repr__(self) -> str:
         what = f"error={type(self.error).__name__}" if self.error else f"bytes={self.bytes}"
         return f"FetchResult(index={self.index}, token={shorten(self.token)!r}, {what})"
-
-
-#: Reads one 200 body: into memory, or onto disk.
-Consume: TypeAlias = Callable[[ImageBody], Awaitable[T]]
-
-
-class FetchDocument(Protocol):
-    """The client's document call, as the bulk engine drives it (through a gate)."""
-
-    async def __call__(
-        self, token: str, box: Size | None, consume: Consume[T], gate: Gate
-    ) -> T: ...
-
-
-def fetching(document: FetchDocument) -> Work:
-    """The per-item work of :meth:`PassbackClient.fetch_many`: each image into memory."""
-
-    async def fetch(request: DocumentRequest, index: int, gate: Gate, deliver: Deliver) -> None:
-        async def consume(body: ImageBody) -> None:
-            image = await read_image(body, request.token, request.size)
-            # Handed over while the slot is held: at most `concurrency` images wait.
-            await deliver(FetchResult(index, request.token, image=image, bytes=len(image)))
-
-        await document(request.token, request.size, consume, gate)
-
-    return fetch
-
-
-@runtime_checkable
-class _Lifecycle(Protocol):
-    """Work that holds something for the job's lifetime (a folder's descriptor)."""
-
-    async def start(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class _Downloads:
-    """The per-item work of :meth:`PassbackClient.download_many`: each image into a file.
-
-    The folder is opened when the job starts and written through that
-    descriptor to the end; its stale temporary files (left by a killed run)
-    are removed first. Each item is checked before its request is spent:
-    a name the file system can hold, nothing in its place (a dangling
-    symlink counts), and a folder that takes new files.
-    """
-
-    def __init__(
-        self, document: FetchDocument, directory: str | os.PathLike[str], *, overwrite: bool
-    ) -> None:
-        self._document = document
-        self._directory = Path(directory)
-        self._overwrite = overwrite
-        self._folder: Folder | None = None
-        Folder.open(self._directory).close()  # the folder must exist before anything is sent
-
-    async def start(self) -> None:
-        self._folder = Folder.open(self._directory)
-        # One listing of the folder, in the loop: a thread here would be a wait
-        # that fake clocks in tests cannot see.
-        self._folder.sweep()
-
-    def close(self) -> None:
-        if self._folder is not None:
-            self._folder.close()
-
-    def _check(self, request: DocumentRequest, stem: str) -> str | None:
-        """Check the item's file before its request; return its name if already known."""
-        folder = self._folder
-        assert folder is not None
-        if request.filename is not None:
-            name = folder.check_name(request.filename)
-            folder.check_free(name, overwrite=self._overwrite)
-            folder.check_unclaimed(name)
-        else:
-            # The extension comes with the body, but a file of this item under any
-            # image extension already means a refusal: find out before spending a request.
-            name = None
-            for extension in IMAGE_EXTENSIONS:
-                folder.check_name(stem + extension)
-                if not self._overwrite:
-                    folder.check_free(stem + extension, overwrite=False)
-                folder.check_unclaimed(stem + extension)
-        folder.check_writable()
-        return name
-
-    async def __call__(
-        self, request: DocumentRequest, index: int, gate: Gate, deliver: Deliver
-    ) -> None:
-        folder = self._folder
-        if folder is None:
-            raise RuntimeError("the download job has not started")
-        stem = request.stem or f"{index:06d}-{shorten(request.token).rstrip(chr(0x2026))}"
-        known = self._check(request, stem)
-
-        async def consume(body: ImageBody) -> None:
-            name = known
-            if name is None:
-                # Named after the image's own type, known once its first bytes are in.
-                await body.start()
-                name = stem + body.extension
-                folder.check_free(name, overwrite=self._overwrite)
-            written = await folder.write(name, body.chunks(), overwrite=self._overwrite)
-            await deliver(
-                FetchResult(
-                    index,
-                    request.token,
-                    path=self._directory / name,
-                    bytes=written.bytes,
-                    sha256=written.sha256,
-                )
-            )
-
-        await self._document(request.token, request.size, consume, gate)
-
-
-def downloading(
-    document: FetchDocument, directory: str | os.PathLike[str], *, overwrite: bool
-) -> Work:
-    """The per-item work of :meth:`PassbackClient.download_many`: each image into a file.
-
-    Raises:
-        FolderNotFoundError: ``directory`` does not exist (before anything is sent).
-    """
-    return _Downloads(document, directory, overwrite=overwrite)
 
 
 def safe_filename(name: str) -> str:
@@ -332,7 +204,7 @@ class BulkResults:
         on_progress: ProgressHook | None,
         work: Work | None = None,
     ) -> None:
-        self._work = work if isinstance(work, _Lifecycle) else None
+        self._work = work if isinstance(work, Lifecycle) else None
         self._scheduler = scheduler
         self._source = items
         self._total = total

@@ -40,6 +40,7 @@ from ._lifecycle import OwnsHTTP
 from ._redact import install_redaction
 from ._sentry import note_base_url
 from ._tokens import check_access_token, check_token, remember
+from ._work import downloading, fetching
 from .bounds import Bounds
 from .errors import ConfigurationError
 from .limiter import RateLimiter
@@ -364,7 +365,7 @@ class PassbackClient(OwnsHTTP):
         ``concurrency`` images are held at once, however slow the consumer.
         """
         return bulk.run(
-            bulk.fetching(self._core.bulk_document),
+            fetching(self._core.bulk_document),
             items,
             size=size,
             concurrency=concurrency,
@@ -409,7 +410,7 @@ class PassbackClient(OwnsHTTP):
             FileNotFoundError: ``directory`` does not exist (before anything is sent).
         """
         return bulk.run(
-            bulk.downloading(self._core.bulk_document, directory, overwrite=overwrite),
+            downloading(self._core.bulk_document, directory, overwrite=overwrite),
             items,
             size=size,
             concurrency=concurrency,
