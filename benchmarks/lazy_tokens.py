@@ -5,7 +5,8 @@
 client's default limiter (2 per 60 s per document, so it never waits but
 remembers each token for 60 s). Peer: plain ``asyncio.gather`` of the same
 ``get_document`` calls in batches of 1,000. Each side runs in a fresh
-process sampling its RSS every 10 ms.
+process sampling its RSS every 10 ms; the sides alternate, three runs each,
+and each side's best rate counts.
 
 The target is for 1,000,000 tokens; at this machine's ~1-2 k items/s that
 is ~10-15 minutes per side, so the quick run uses 10,000 tokens and the
@@ -39,6 +40,15 @@ BATCH = 1000
 TARGET = 50 * 2**20
 PERIOD = 60.0
 BODY = jpeg_body(64)
+ROUNDS = 3
+
+
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest run, carrying the largest growth any run of that side saw."""
+    best = dict(max(runs, key=lambda run: float(run["rate"])))
+    best["growth"] = max(float(run["growth"]) for run in runs)
+    best["rates"] = [float(run["rate"]) for run in runs]
+    return best
 
 
 def _tokens(n: int, tag: str) -> Iterator[str]:
@@ -89,8 +99,14 @@ async def _run(variant: str, n: int) -> dict[str, Any]:
 def measure(quick: bool, n: int | None = None) -> list[Row]:
     if n is None:
         n = 10_000 if quick else 200_000
-    mine = run_child("lazy_tokens", ["--variant", "ours", "--tokens", str(n)], timeout=3600)
-    theirs = run_child("lazy_tokens", ["--variant", "peer", "--tokens", str(n)], timeout=3600)
+    # Alternate the sides (ours, peer, ours, peer, ...), each run in a fresh process:
+    # the machine is shared, so each side's best rate counts, and its largest growth.
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
+    for _ in range(ROUNDS):
+        for side in ("ours", "peer"):
+            args = ["--variant", side, "--tokens", str(n)]
+            runs[side].append(run_child("lazy_tokens", args, timeout=3600))
+    mine, theirs = _best(runs["ours"]), _best(runs["peer"])
     per_key = mine["growth"] / max(1, mine["held"])
     full_size = 1_000_000
     # Tokens cool for 60 s, so a long run holds ~rate x 60 s of them at once.
@@ -111,7 +127,9 @@ def measure(quick: bool, n: int | None = None) -> list[Row]:
             "64 slots, in-memory transport: CPU-bound",
             (projected if scaled else mine["growth"]) <= TARGET and mine["ok"] == n,
             f"In-memory `MockTransport` (64-byte JPEG), every token distinct, default "
-            f"`RateLimiter(2, 60)`. Images: ours {mine['ok']:,}, peer {theirs['ok']:,}. "
+            f"`RateLimiter(2, 60)`. Sides alternate in fresh processes, {ROUNDS} runs each; "
+            f"the best rate counts (ours {_rates(mine)}; peer {_rates(theirs)} items/s), and "
+            f"the largest growth. Images: ours {mine['ok']:,}, peer {theirs['ok']:,}. "
             f"The limiter still held {mine['held']:,} keys at the end (each cools for 60 s): "
             f"≈ {per_key:,.0f} B of growth per held key. At {mine['rate']:,.0f} items/s a "
             f"long run holds ~{min(full_size, mine['rate'] * PERIOD):,.0f} keys at once, "
@@ -119,6 +137,10 @@ def measure(quick: bool, n: int | None = None) -> list[Row]:
             "that many keys times the bytes per key measured here.",
         )
     ]
+
+
+def _rates(side: dict[str, Any]) -> str:
+    return ", ".join(f"{rate:,.0f}" for rate in side["rates"])
 
 
 def main() -> None:

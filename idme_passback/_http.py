@@ -265,15 +265,18 @@ def retryable(exc: Exception, endpoint: Endpoint) -> bool:
 def translate(exc: httpx.HTTPError, secrets: Iterable[str], endpoint: Endpoint) -> TransportError:
     """Turn one of httpx's errors into ours, at the edge, with no secret in the message."""
     detail = _printable(scrub(str(exc), secrets))[:200]
+    return transport_error(exc, f"{endpoint.name} call", detail)
+
+
+def transport_error(exc: httpx.HTTPError, what: str, detail: str) -> TransportError:
+    """httpx's ``exc`` as ours: ``what`` timed out, or failed on the wire (``detail`` scrubbed)."""
     name = type(exc).__name__
     # These fail before a byte of the request leaves: safe to retry anything.
     unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     if isinstance(exc, httpx.TimeoutException):
-        return PassbackTimeoutError(
-            f"the {endpoint.name} call timed out ({name}: {detail})", sent=not unsent
-        )
+        return PassbackTimeoutError(f"the {what} timed out ({name}: {detail})", sent=not unsent)
     return PassbackConnectionError(
-        f"the {endpoint.name} call failed on the wire ({name}: {detail})", sent=not unsent
+        f"the {what} failed on the wire ({name}: {detail})", sent=not unsent
     )
 
 

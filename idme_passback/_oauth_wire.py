@@ -20,6 +20,7 @@ from typing import Any, TypeGuard
 import httpx
 
 from ._config import ENVIRONMENTS
+from ._http import transport_error
 from ._telemetry import suppress_http
 from ._tokens import scrub
 from .errors import (
@@ -29,8 +30,6 @@ from .errors import (
     InvalidTokenError,
     MalformedResponseError,
     OAuthError,
-    PassbackConnectionError,
-    PassbackTimeoutError,
     RateLimitError,
     TransportError,
     status_error_class,
@@ -192,15 +191,7 @@ async def send(
 
 
 def translate(exc: httpx.HTTPError, hidden: Iterable[str], what: str) -> TransportError:
-    detail = words(str(exc), hidden) or "no detail"
-    # These fail before a byte of the request leaves: calling again is safe.
-    unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    name = type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
-        return PassbackTimeoutError(f"the {what} timed out ({name}: {detail})", sent=not unsent)
-    return PassbackConnectionError(
-        f"the {what} failed on the wire ({name}: {detail})", sent=not unsent
-    )
+    return transport_error(exc, what, words(str(exc), hidden) or "no detail")
 
 
 def status_error(

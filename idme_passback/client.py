@@ -352,17 +352,18 @@ class PassbackClient(OwnsHTTP):
                     ...
 
         ``break``, ``return`` or an exception in the loop stops the job at
-        once and sends no further request. ``items`` may be tokens, ``(token, size)`` pairs or
-        :class:`DocumentRequest` values, from any iterable or async iterable;
-        it is consumed lazily, so a generator of millions is never held in
-        memory. Each result carries the item's position, its token, and the
+        once and sends no further request. ``items`` may be tokens,
+        ``(token, size)`` pairs or :class:`DocumentRequest` values, from any
+        iterable or async iterable; ``concurrency`` workers consume it lazily,
+        so a generator of millions is never held in memory. Each result
+        carries the item's position, its token, and the
         :class:`DocumentImage` or the typed error: one failure never stops
         the others. A document whose budget is spent waits on the limiter
-        *before* taking a concurrency slot, so it never idles one, and a
-        document's queued items do not delay another document (within the
-        windows of 65,536 queued items and ``max(1024, 16 * concurrency)``
-        waiting documents, past which reading pauses to bound memory). At most
-        ``concurrency`` images are held at once, however slow the consumer.
+        holding no concurrency slot, so it never idles one, and its queued
+        items do not delay another document (within the windows of 65,536
+        queued items and ``max(1024, 16 * concurrency)`` waiting documents,
+        past which reading pauses to bound memory). At most ``concurrency``
+        images are held at once, however slow the consumer.
         """
         return bulk.run(
             fetching(self._core.bulk_document),
