@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -20,10 +20,15 @@ _READ_RUN = 256
 
 #: What :meth:`Input.next` answers once the input has ended.
 END = object()
+_UNREAD = object()
 
 
 class Input:
-    """The job's input, read by every worker in turn, one item at a time."""
+    """The job's input, read by every worker in turn, one item at a time.
+
+    It reads one item ahead, so that the end (and with it the job's total) is
+    known as soon as the last item has been handed out.
+    """
 
     def __init__(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
         self._sync: Iterator[Any] | None = None
@@ -34,41 +39,77 @@ class Input:
         else:
             self._sync = iter(items)
         self._run = 0
-        self.done = False
-        #: Items read so far.
+        # The item read ahead, or END once the input has ended; _UNREAD before the first.
+        self._ahead: Any = _UNREAD
+        # What the input raised while reading ahead: the caller's, raised in turn.
+        self._error: Exception | None = None
+        #: Items handed out so far.
         self.count = 0
 
+    @property
+    def done(self) -> bool:
+        """Whether every item has been handed out (or the input failed)."""
+        return self._ahead is END
+
     async def next(self) -> Any:
-        """The next item, or ``_END``; an exception the input raises is the caller's."""
-        if self.done:
-            return END
+        """The next item, or :data:`END`; an exception the input raises is the caller's."""
         self._run += 1
         if self._run >= _READ_RUN:
             # A run of items that need no request (queued behind their document,
             # or malformed) must not keep the event loop to itself.
             self._run = 0
             await anyio.lowlevel.checkpoint()
-        try:
-            if self._sync is not None:
-                item = next(self._sync)
-            else:
-                assert self._async is not None
-                async with self._lock:
-                    if self.done:
-                        return END
-                    item = await anext(self._async)
-        except (StopIteration, StopAsyncIteration):
-            self.done = True
+        if self._sync is not None:
+            return self._hand_out(self._read_sync)
+        async with self._lock:
+            if self._ahead is _UNREAD:
+                self._ahead = await self._read_async()
+            item = self._take()
+            if item is not END:
+                self._ahead = await self._read_async()
+            return item
+
+    def _hand_out(self, read: Callable[[], Any]) -> Any:
+        if self._ahead is _UNREAD:
+            self._ahead = read()
+        item = self._take()
+        if item is not END:
+            self._ahead = read()
+        return item
+
+    def _take(self) -> Any:
+        item, error = self._ahead, self._error
+        if item is END:
+            if error is not None:
+                self._error = None
+                raise error
             return END
-        except BaseException:
-            self.done = True
-            raise
         self.count += 1
         return item
 
+    def _read_sync(self) -> Any:
+        assert self._sync is not None
+        try:
+            return next(self._sync)
+        except StopIteration:
+            return END
+        except Exception as exc:
+            self._error = exc
+            return END
+
+    async def _read_async(self) -> Any:
+        assert self._async is not None
+        try:
+            return await anext(self._async)
+        except StopAsyncIteration:
+            return END
+        except Exception as exc:
+            self._error = exc
+            return END
+
     async def aclose(self) -> None:
         """Close an async input we were iterating, as its owner would (an async generator)."""
-        self.done = True
+        self._ahead = END
         aclose = getattr(self._async, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):

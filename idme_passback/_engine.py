@@ -76,12 +76,21 @@ class _Attempts:
     """One item's way in: its first permit (granted by ``try_acquire``), and whether it holds
     one of the job's slots (taken before its first attempt, or by the gate for a later one)."""
 
-    __slots__ = ("first", "slot", "slots")
+    __slots__ = ("detach", "first", "slot", "slots")
 
-    def __init__(self, slots: anyio.Semaphore, first: Permit | None, *, slot: bool) -> None:
+    def __init__(
+        self,
+        slots: anyio.Semaphore,
+        first: Permit | None,
+        *,
+        slot: bool,
+        detach: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.slots = slots
         self.first = first
         self.slot = slot
+        #: For an item run by a worker: hand the reading on before waiting for a retry.
+        self.detach = detach
 
     def release(self) -> None:
         """Free the item's slot, unless its result took it (or it holds none)."""
@@ -118,10 +127,14 @@ class Scheduler:
         self._input: Input | None = None
         #: Where finished results wait for the caller.
         self.results = Results(self._slots)
-        #: How many items the input held, once it has all been read.
-        self.total: int | None = None
         #: What the input raised, if it did: reading stopped there.
         self.input_error: Exception | None = None
+
+    @property
+    def total(self) -> int | None:
+        """How many items the input held, once it has all been read."""
+        source = self._input
+        return source.count if source is not None and source.done else None
 
     async def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
         """Read ``items``, run them, and hand over each one's result; close the results."""
@@ -148,7 +161,6 @@ class Scheduler:
                 raw = END
             if raw is END:
                 self._room.release()
-                self.total = source.count
                 return
             index = source.count - 1
             try:
@@ -163,17 +175,28 @@ class Scheduler:
                 queue.append((index, item))  # behind its document's item under way
                 continue
             queue = self._queues[key] = deque([(index, item)])
-            await self._drive(key, queue, group)
+            if not await self._drive(key, queue, group):
+                return  # this task now waits on a retry: another worker reads on
 
     async def _drive(
         self, key: str, queue: deque[tuple[int, Any]], group: anyio.abc.TaskGroup
-    ) -> None:
-        """Run ``key``'s items in this worker while its budget lasts; then park the rest."""
+    ) -> bool:
+        """Run ``key``'s items in this worker while its budget lasts; then park the rest.
+
+        Returns whether this task is still a worker: an item that must wait on
+        the limiter for a retry hands the reading to a new worker first, and
+        this task stays with its document, parked.
+        """
         while queue:
             index, item = queue[0]
             await _take(self._slots)
             try:
                 permit = await self._limiter.try_acquire(key)
+            except Exception as exc:
+                # The store failed: this item fails alone, its slot going with its result.
+                self.results.put(self._failed(item, index, exc))
+                self._done(queue)
+                continue
             except BaseException:
                 self._slots.release()
                 raise
@@ -182,10 +205,22 @@ class Scheduler:
                 self._slots.release()
                 await self._parked.acquire()
                 group.start_soon(self._run_parked, key, queue)
-                return
-            await self._one(index, item, _Attempts(self._slots, permit, slot=True))
+                return True
+            detached = False
+
+            async def detach() -> None:
+                nonlocal detached
+                await self._parked.acquire()
+                detached = True
+                group.start_soon(self._worker, group)  # `concurrency` workers keep reading
+
+            await self._one(index, item, _Attempts(self._slots, permit, slot=True, detach=detach))
             self._done(queue)
+            if detached:
+                await self._run_parked(key, queue)
+                return False
         del self._queues[key]
+        return True
 
     async def _run_parked(self, key: str, queue: deque[tuple[int, Any]]) -> None:
         try:
@@ -266,6 +301,9 @@ class _Gate:
         if first is not None:
             self._permit = first  # granted, with its slot taken before the grant
             return await first.__aenter__()
+        detach, attempts.detach = attempts.detach, None
+        if detach is not None:
+            await detach()  # a worker's item about to wait: another worker reads on
         while True:
             permit = self._limiter.acquire(self._token, timeout=self._timeout)
             await permit.__aenter__()
@@ -282,9 +320,15 @@ class _Gate:
             await permit.__aexit__(None, None, None)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._attempts.release()
+        attempts = self._attempts
+        attempts.release()
         assert self._permit is not None
         await self._permit.__aexit__(*exc_info)
+        if isinstance(exc_info[1], Exception) and attempts.detach is not None:
+            # The attempt failed: a retry may follow, after a backoff and a wait on
+            # the limiter. A worker hands the reading on rather than idle through them.
+            detach, attempts.detach = attempts.detach, None
+            await detach()
 
 
 async def _take_slot(slots: anyio.Semaphore) -> bool:

@@ -193,11 +193,12 @@ class Lines:
         if self._memory is not None:
             return self.take_now(token)
         if self._unsettled and time.monotonic() >= self._next_retry:
-            await self._retry_unsettled(self._clock.now() + self._store_timeout)
+            await self._retry_unsettled(math.inf)
         key = self.root(token)
         if key in self._queues:
             return None  # others are waiting for this document: they go first
-        answer = await self._reserve(key, self._clock.now() + self._store_timeout)
+        # No deadline of the caller's: only the store timeout bounds the ask.
+        answer = await self._reserve(key, math.inf)
         return answer if isinstance(answer, Grant) else None
 
     def _leave(self, key: str, queue: deque[_Waiter], waiter: _Waiter) -> None:

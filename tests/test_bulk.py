@@ -16,6 +16,7 @@ from idme_passback import (
     DocumentRequest,
     InvalidSizeError,
     InvalidTokenError,
+    LimiterUnavailableError,
     NotFoundError,
     PassbackClient,
     Progress,
@@ -322,3 +323,74 @@ async def test_an_item_refused_before_its_request_keeps_its_documents_budget(
     # Nothing was sent, so both of the document's tokens are still there.
     budget = [await client.limiter.try_acquire(token) for _ in range(3)]
     assert [permit is not None for permit in budget] == [True, True, False]
+
+
+@pytest.mark.parametrize("steps", [[429], [503, 503]], ids=["429", "503-503"])
+async def test_a_retrying_item_never_delays_another_documents_first_request(
+    client: PassbackClient, fake: FakePassbackServer, clock: FakeClock, steps: list[int]
+) -> None:
+    retrying, fresh = fake.issue_document(), fake.issue_document()
+    fake.script(retrying, steps)
+    finished: dict[int, float] = {}
+
+    async def consume() -> None:
+        async with client.fetch_many([retrying, fresh], concurrency=1) as results:
+            async for result in results:
+                assert result.ok
+                finished[result.index] = clock.now()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(consume)
+        await clock.run_until_idle()
+    # The retry waits (a backoff, a Retry-After, a cooling token) without holding
+    # up the other document, even with a single worker.
+    assert finished[1] == 0.0
+    assert finished[0] > 0.0
+    assert fake.count(document=fresh) == 1
+
+
+class _StoreDown:
+    """A limiter store that fails every call, as a Redis that went away."""
+
+    async def reserve(self, token: str, **kwargs: object) -> object:
+        raise ConnectionError("connection refused")
+
+    async def release(self, grant: object, **kwargs: object) -> None:
+        raise ConnectionError("connection refused")
+
+    async def discard(self, token: str, **kwargs: object) -> None:
+        raise ConnectionError("connection refused")
+
+    async def link(self, alias: str, token: str, ttl: float) -> None:
+        raise ConnectionError("connection refused")
+
+
+async def test_a_failing_store_fails_each_item_alone(
+    fake: FakePassbackServer, client_of: ClientOf, clock: FakeClock
+) -> None:
+    limiter = RateLimiter(store=_StoreDown(), clock=clock)  # type: ignore[arg-type]
+    tokens = [fake.issue_document() for _ in range(5)]
+    async with client_of(fake, limiter=limiter) as client:
+        results = await collect(client.fetch_many(tokens, concurrency=2))
+    assert sorted(result.index for result in results) == list(range(5))
+    assert all(isinstance(result.error, LimiterUnavailableError) for result in results)
+    assert fake.requests == []  # the limiter fails closed: nothing was sent
+
+
+async def test_the_last_progress_report_knows_a_generators_total(
+    client: PassbackClient, fake: FakePassbackServer
+) -> None:
+    tokens = [fake.issue_document() for _ in range(3)]
+    reports: list[Progress] = []
+
+    async def read_slowly() -> AsyncIterator[str]:
+        for token in tokens:
+            yield token
+        await anyio.sleep(0)  # finding the end takes a moment, as reading a file does
+        await anyio.sleep(0)
+
+    job = client.fetch_many(read_slowly(), concurrency=1, on_progress=reports.append)
+    await collect(job)
+    # An async generator has no len(): the total is known once its end has been
+    # read, which happens by the time its last item is handed out.
+    assert reports[-1].done == reports[-1].total == 3

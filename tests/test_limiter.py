@@ -521,3 +521,20 @@ async def test_try_acquire_fails_closed_on_a_store_non_answer(
     limiter = RateLimiter(store=_Answers(60), clock=clock)  # type: ignore[arg-type]
     with pytest.raises(LimiterUnavailableError):
         await limiter.try_acquire("doc")
+
+
+class _Stalls(_Answers):
+    """A custom store whose ``reserve`` never answers."""
+
+    async def reserve(self, token: str, **kwargs: Any) -> Any:
+        await anyio.sleep_forever()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_try_acquire_on_a_stalled_store_is_unavailable_not_a_deadline(
+    anyio_backend: str,
+) -> None:
+    # On the real clock (the store timeout's own), which moves while the store stalls.
+    limiter = RateLimiter(store=_Stalls(None), store_timeout=0.01)  # type: ignore[arg-type]
+    with pytest.raises(LimiterUnavailableError, match="did not answer"):
+        await limiter.try_acquire("doc")
