@@ -55,8 +55,9 @@ class _Downloads:
     The folder is opened when the job starts and written through that
     descriptor to the end; its stale temporary files (left by a killed run)
     are removed first. Each item is checked before its request is spent:
-    a name the file system can hold, nothing in its place (a dangling
-    symlink counts), and a folder that takes new files.
+    a name the file system can hold and nothing in its place (a dangling
+    symlink counts); that the folder takes new files is proved before the
+    first request, and again after any write fails.
     """
 
     def __init__(
@@ -66,6 +67,10 @@ class _Downloads:
         self._directory = Path(directory)
         self._overwrite = overwrite
         self._folder: Folder | None = None
+        # Whether a probe file has shown the folder takes new files: proved before
+        # the first request, and again after any write fails (not per item: a file
+        # made and removed for every image doubles the folder's work).
+        self._writable = False
         Folder.open(self._directory).close()  # the folder must exist before anything is sent
 
     async def start(self) -> None:
@@ -95,7 +100,9 @@ class _Downloads:
                 if not self._overwrite:
                     folder.check_free(stem + extension, overwrite=False)
                 folder.check_unclaimed(stem + extension)
-        folder.check_writable()
+        if not self._writable:
+            folder.check_writable()
+            self._writable = True
         return name
 
     async def __call__(
@@ -114,7 +121,11 @@ class _Downloads:
                 await body.start()
                 name = stem + body.extension
                 folder.check_free(name, overwrite=self._overwrite)
-            written = await folder.write(name, body.chunks(), overwrite=self._overwrite)
+            try:
+                written = await folder.write(name, body.chunks(), overwrite=self._overwrite)
+            except OSError:
+                self._writable = False  # the folder may have stopped taking files
+                raise
             await deliver(
                 FetchResult(
                     index,

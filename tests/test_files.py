@@ -101,6 +101,32 @@ async def test_a_folder_that_refuses_files_spends_no_request(
     assert _names(tmp_path) == []
 
 
+async def test_a_folder_that_stops_taking_files_is_proved_again_before_the_next_request(
+    client: PassbackClient, fake: FakePassbackServer, tmp_path: Path
+) -> None:
+    tokens = [fake.issue_document() for _ in range(3)]
+    with contextlib.ExitStack() as stack:
+
+        def items() -> Iterator[str]:
+            yield tokens[0]
+            yield tokens[1]
+            # Read ahead of the second item's turn: the folder refuses files from now.
+            stack.enter_context(unwritable(tmp_path))
+            yield tokens[2]
+
+        async with client.download_many(items(), tmp_path, concurrency=1) as job:
+            results = sorted([result async for result in job], key=lambda r: r.index)
+    first, second, third = results
+    assert first.ok
+    # The folder was proved once, so the second item's request went out and its
+    # write failed; that failure has the third proved again: it spends nothing.
+    assert isinstance(second.error, OSError)
+    assert isinstance(third.error, FolderNotWritableError)
+    assert len(fake.requests) == 2
+    assert first.path is not None
+    assert _names(tmp_path) == [first.path.name]  # no partial file of the second
+
+
 async def test_a_dangling_symlink_is_not_a_free_target(
     client: PassbackClient, fake: FakePassbackServer, tmp_path: Path
 ) -> None:
