@@ -751,15 +751,15 @@ def serving_fake(*options: str) -> Iterator[tuple[str, list[str]]]:
 @pytest.mark.anyio
 async def test_serve_fake_takes_the_fakes_limit_period_algorithm_latency_and_faults() -> None:
     with serving_fake(
-        "--limit", "3", "--period", "30", "--algorithm", "fixed", "--latency", "0.2",
+        "--limit", "3", "--period", "3600", "--algorithm", "fixed", "--latency", "0.2",
         "--original-size", "200x120", "--image-format", "PNG", "--seed", "7",
         "--throttle-rate", "0", "--error-rate", "0",
     ) as (url, lines):  # fmt: skip
-        assert "3 document requests per 30 s per document (fixed)" in lines[1]
+        assert "3 document requests per 3600 s per document (fixed)" in lines[1]
         async with PassbackClient(
             DEFAULT_API_TOKEN,
             base_url=url,
-            limiter=RateLimiter(limit=10, period=30.0),
+            limiter=RateLimiter(limit=10, period=3600.0),
             max_retries=0,
         ) as client:
             attributes = await client.get_attributes(DEFAULT_ACCESS_TOKEN)
