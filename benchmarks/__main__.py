@@ -29,7 +29,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "redis_processes": ("4", "three processes sharing a Redis budget"),
     "bulk": ("5", "bulk head-of-line blocking"),
     "bulk_memory": ("6", "bulk download memory"),
-    "lazy_tokens": ("7", "a long lazy input through fetch_many"),
+    "lazy_tokens": ("7, 7m", "a long lazy input through fetch_many"),
     "bulk_loopback": ("8", "download_many over loopback vs a bare gather loop"),
 }
 
