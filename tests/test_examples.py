@@ -1,4 +1,4 @@
-"""The examples, run against the fake server in-process: the web backend and the bulk script."""
+"""The examples, run in-process against the fake server on asyncio and trio: web backend, bulk."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def with_documents_answering(
     return httpx.MockTransport(handle)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_callback_returns_both_sides_fitted_in_600x400() -> None:
     fake = FakePassbackServer()
     async with Backend(httpx.ASGITransport(app=fake)) as http:
@@ -115,7 +115,7 @@ async def test_callback_returns_both_sides_fitted_in_600x400() -> None:
     assert {record.size for record in fake.requests if record.endpoint == "document"} == {"600x400"}
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_no_document_tokens_is_a_404() -> None:
     fake = FakePassbackServer(document_tokens_enabled=False)
     async with Backend(httpx.ASGITransport(app=fake)) as http:
@@ -124,7 +124,7 @@ async def test_no_document_tokens_is_a_404() -> None:
     assert answer.json()["error"] == "no_document"
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_refused_access_token_is_a_401() -> None:
     fake = FakePassbackServer()
     async with Backend(httpx.ASGITransport(app=fake)) as http:
@@ -135,7 +135,7 @@ async def test_a_refused_access_token_is_a_401() -> None:
     assert missing.status_code == 400
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_rate_limit_is_a_429_with_retry_after() -> None:
     fake = FakePassbackServer()
     # Longer than the client's Retry-After cap, so it is reported rather than waited out.
@@ -146,7 +146,7 @@ async def test_a_rate_limit_is_a_429_with_retry_after() -> None:
     assert answer.headers["retry-after"] == "3600"
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_upstream_failure_is_a_502() -> None:
     fake = FakePassbackServer()
     broken = httpx.Response(500, text="<html>oops</html>")
@@ -156,7 +156,7 @@ async def test_an_upstream_failure_is_a_502() -> None:
     assert answer.json()["error"] == "upstream_error"
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_app_closes_its_client_on_shutdown() -> None:
     made: list[PassbackClient] = []
     fake = FakePassbackServer()
@@ -172,7 +172,7 @@ async def test_the_app_closes_its_client_on_shutdown() -> None:
         await made[0].get_attributes(fake.access_token)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_bulk_download_writes_images_and_a_summary(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -224,7 +224,7 @@ async def browse_login(fake: FakePassbackServer, http: httpx.AsyncClient) -> htt
     return await http.get(back.path, params=back.params)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_login_exchanges_the_code_and_returns_both_images() -> None:
     fake = FakePassbackServer()
     async with Backend(httpx.ASGITransport(app=fake), login_at=fake) as http:
@@ -243,7 +243,7 @@ async def test_login_exchanges_the_code_and_returns_both_images() -> None:
     assert fake.client_secret not in answer.text
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_front_only_document_comes_back_without_a_back() -> None:
     fake = FakePassbackServer(idme=FakeIdMe(document_back="null"))
     async with Backend(httpx.ASGITransport(app=fake), login_at=fake) as http:
@@ -253,7 +253,7 @@ async def test_a_front_only_document_comes_back_without_a_back() -> None:
     assert fake.count(endpoint="document") == 1
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_declined_login_is_a_403_and_a_bad_scope_a_400() -> None:
     fake = FakePassbackServer(idme=FakeIdMe(authorize_error="access_denied"))
     async with Backend(httpx.ASGITransport(app=fake), login_at=fake) as http:
@@ -265,7 +265,7 @@ async def test_a_declined_login_is_a_403_and_a_bad_scope_a_400() -> None:
     assert fake.count(endpoint="token") == 0
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_callback_not_of_this_browsers_login_is_refused() -> None:
     fake = FakePassbackServer()
     async with Backend(httpx.ASGITransport(app=fake), login_at=fake) as http:
@@ -284,7 +284,7 @@ async def test_a_callback_not_of_this_browsers_login_is_refused() -> None:
     assert fake.count(endpoint="token") == 0
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_without_oauth_settings_login_is_a_503_and_the_old_route_still_works() -> None:
     fake = FakePassbackServer()
     async with Backend(httpx.ASGITransport(app=fake)) as http:
