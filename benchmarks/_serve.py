@@ -68,7 +68,9 @@ def main() -> None:
         seed=int(config.get("seed", 1)),
     )
     tokens = [fake.issue_document() for _ in range(int(config.get("documents", 10)))]
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off only on accepted sockets whose
+    # proto says TCP, and with it on each response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)

@@ -799,3 +799,42 @@ async def test_serve_fake_serves_https_with_a_certificate_and_key(tmp_path: Path
             attributes = await client.get_attributes(DEFAULT_ACCESS_TOKEN)
             image = await client.get_document(attributes.document_tokens.front)
     assert image.content.startswith(b"\xff\xd8\xff")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_serve_fake_listens_so_that_every_connection_turns_nagle_off(host: str) -> None:
+    # With Nagle's algorithm on, each answer (headers, then body: two writes) waits
+    # ~40 ms for the client's delayed ACK. asyncio turns it off on the connections
+    # it accepts only when the listening socket says it is TCP: check exactly that,
+    # on a connection accepted the way uvicorn accepts them.
+    import asyncio  # noqa: PLC0415 - this one test drives a bare asyncio server
+    import socket  # noqa: PLC0415
+
+    from idme_passback.cli._serve import _listen  # noqa: PLC0415 - the socket serve-fake uses
+
+    try:
+        listener = _listen(host, 0)
+    except cli.UsageError:
+        pytest.skip(f"no {host} here")
+    nodelay: list[int] = []
+
+    async def main() -> None:
+        done = asyncio.Event()
+
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conn = writer.get_extra_info("socket")
+            nodelay.append(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+            done.set()
+
+        server = await asyncio.start_server(accepted, sock=listener)
+        async with server:
+            port = listener.getsockname()[1]
+            _, writer = await asyncio.open_connection(host, port)
+            await asyncio.wait_for(done.wait(), 10)
+            writer.close()
+
+    asyncio.run(main())
+    assert listener.proto == socket.IPPROTO_TCP
+    assert len(nodelay) == 1
+    assert nodelay[0] != 0

@@ -26,10 +26,16 @@ CLIENT_SECRET_ENV = "IDME_CLIENT_SECRET"
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family)
+        made = socket.create_server((host, port), family=family)
     except (OSError, OverflowError, ValueError) as exc:
         detail = getattr(exc, "strerror", None) or exc
         raise UsageError(f"cannot listen on {host}:{port}: {detail}") from None
+    # The same socket, told it is TCP: asyncio turns Nagle's algorithm off only on
+    # accepted sockets whose protocol says so, and with it on, every answer (its
+    # headers and body are two writes) waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(made.family, made.type, socket.IPPROTO_TCP, fileno=made.detach())
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _tls(args: argparse.Namespace) -> dict[str, Any]:
