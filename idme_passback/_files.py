@@ -268,8 +268,11 @@ class Folder(OpenFolder):
             WRITING.discard(mine)
             os.close(fd)
         if fsync and self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.fsync(self._fd)  # the new name is durable too
+            # The new name is durable too. In a worker thread, like the file's own
+            # fsync: in the loop it stalled every other download (benchmark row 8);
+            # shielded, so a call cancelled now still ends as it would have.
+            with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
+                await anyio.to_thread.run_sync(os.fsync, self._fd)
         return Written(written, digest.hexdigest())
 
     # -- internals ---------------------------------------------------------------
