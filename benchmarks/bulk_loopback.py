@@ -4,7 +4,7 @@ One uvicorn process serves the fake on 127.0.0.1 with 1-20 ms of latency per
 document request (drawn uniformly) and a 2 KB JPEG; every item is a distinct
 document, fetched once, so the limiter never waits (it still runs). Both
 sides write each image the same way: a 0600 temporary file in the folder,
-fsync, then a hard link into place.
+fsync, a hard link into place, and an fsync of the folder.
 
 * ours: ``client.download_many(tokens, folder, concurrency=64)``;
 * peer: ``asyncio.gather`` over every token with an ``asyncio.Semaphore(64)``,
@@ -40,7 +40,9 @@ TARGET = 0.95
 
 
 async def _write_atomically(folder: Path, name: str, content: bytes) -> None:
-    """The same write as ours: the bytes in the loop, fsync in anyio's worker threads."""
+    """The same write as ours: the bytes in the loop, then in anyio's worker threads
+    an fsync of the file and, once it is linked into place, of the folder (so that
+    the new name is durable too)."""
     fd, temp = tempfile.mkstemp(prefix=".bench-", suffix=".part", dir=folder)
     try:
         with os.fdopen(fd, "wb") as file:
@@ -50,6 +52,11 @@ async def _write_atomically(folder: Path, name: str, content: bytes) -> None:
         os.link(temp, folder / name)
     finally:
         os.unlink(temp)
+    directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        await anyio.to_thread.run_sync(os.fsync, directory)
+    finally:
+        os.close(directory)
 
 
 async def _peer(base: str, tokens: list[str], folder: Path) -> float:
@@ -119,7 +126,8 @@ async def measure(quick: bool) -> list[Row]:
             ratio >= TARGET,
             f"uvicorn serving the fake on 127.0.0.1, 1-20 ms latency per request, a 2 KB "
             f"JPEG; every item a distinct document. Both sides write each image to a 0600 "
-            f"temporary file, fsync it (anyio's worker threads) and link it into place. Peer: "
+            f"temporary file, fsync it (anyio's worker threads), link it into place and "
+            f"fsync the folder. Peer: "
             f"`asyncio.gather` with a `Semaphore({CONCURRENCY})` over bare "
             f"`httpx.AsyncClient.post`. Runs alternate ours/peer, {rounds} each; best of each "
             f"(ours {', '.join(f'{r:.0f}' for r in ours)}; peer "
