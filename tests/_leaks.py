@@ -90,11 +90,11 @@ _STACK = ("httpx", "httpcore", "hpack", "idme_passback")
 
 
 @contextlib.contextmanager
-def all_logs() -> Iterator[Lines]:
-    """Capture every log record at DEBUG (httpx, httpcore and the library included)."""
+def all_logs(*more: str) -> Iterator[Lines]:
+    """Capture every log record at DEBUG (httpx, httpcore, the library and ``more``)."""
     handler = Lines()
     root = logging.getLogger()
-    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in _STACK]
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in (*_STACK, *more)]
     old = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)

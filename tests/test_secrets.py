@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from idme_passback import DocumentRequest, PassbackClient, PassbackError, RateLimiter, RetryPolicy
 from idme_passback.testing import FakePassbackServer
 
+from ._leaks import Lines, all_logs
 from ._loopback import free_port, serve
 
 pytestmark = pytest.mark.anyio
@@ -22,37 +22,10 @@ API_TOKEN = "7654321-aaaa-4bbb-8ccc-ddddeeeeffff"
 ACCESS_TOKEN = "acc3ss70k3n0f7h3us3rwh0s1gn3d1n0"
 
 
-class Capture(logging.Handler):
-    """Keeps every record of every logger, formatted as a handler would print it."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.name} {record.levelname} {record.getMessage()}")
-        if record.exc_info:
-            self.lines.append("".join(traceback.format_exception(*record.exc_info)))
-
-
 @pytest.fixture
-def captured() -> Iterator[Capture]:
-    handler = Capture()
-    root = logging.getLogger()
-    names = ["httpx", "httpcore", "idme_passback", "hpack", "anyio", "asyncio"]
-    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in names]
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    for logger, _ in saved:
-        logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-        for logger, level in saved:
-            logger.setLevel(level)
+def captured() -> Iterator[Lines]:
+    with all_logs("anyio", "asyncio") as lines:
+        yield lines
 
 
 def chain(error: BaseException) -> Iterator[BaseException]:
@@ -76,7 +49,7 @@ def exposed(error: BaseException) -> str:
 
 @pytest.mark.parametrize("access_token_in", ["query", "header"])
 async def test_no_secret_escapes_in_any_outcome(
-    captured: Capture, tmp_path: Path, access_token_in: str
+    captured: Lines, tmp_path: Path, access_token_in: str
 ) -> None:
     fake = FakePassbackServer(API_TOKEN, ACCESS_TOKEN, limit=100, latency=0.0)
     texts: list[str] = []
@@ -170,7 +143,7 @@ async def test_no_secret_escapes_in_any_outcome(
         assert secret not in everything, f"a secret leaked: {secret[:4]}"
 
 
-def test_the_httpx_request_line_is_redacted_for_any_transport(captured: Capture) -> None:
+def test_the_httpx_request_line_is_redacted_for_any_transport(captured: Lines) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b"\xff\xd8\xff" + bytes(32))
 
