@@ -70,6 +70,18 @@ async def cli_run(fake: FakePassbackServer, *argv: str, stdin: str = "") -> Outc
     return Outcome(code, out.getvalue(), err.getvalue())
 
 
+def write_listing(tmp_path: Path, tokens: list[str]) -> Path:
+    """A ``download-many`` input file: one token a line."""
+    listing = tmp_path / "tokens.txt"
+    listing.write_text("\n".join(tokens) + "\n")
+    return listing
+
+
+async def download(fake: FakePassbackServer, listing: Path, out: Path, *options: str) -> Outcome:
+    """``download-many LISTING --out OUT OPTIONS`` against ``fake``."""
+    return await cli_run(fake, "download-many", str(listing), "--out", str(out), *options)
+
+
 def read_manifest(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -313,15 +325,14 @@ async def test_resume_skips_finished_items_and_retries_failed_ones(
 ) -> None:
     tokens = [fake.issue_document() for _ in range(4)]
     fake.script(tokens[2], [404])  # only the first request for it fails
-    listing = tmp_path / "tokens.txt"
-    listing.write_text("\n".join(tokens) + "\n")
+    listing = write_listing(tmp_path, tokens)
     out = tmp_path / "out"
 
-    first = await cli_run(fake, "download-many", str(listing), "--out", str(out))
+    first = await download(fake, listing, out)
     assert first.code == ExitCode.ITEMS_FAILED
     assert fake.count(endpoint="document") == 4
 
-    again = await cli_run(fake, "download-many", str(listing), "--out", str(out), "--resume")
+    again = await download(fake, listing, out, "--resume")
     assert again.code == ExitCode.OK, again.err
     assert fake.count(endpoint="document") == 5  # only the failed item was asked for again
     assert "1 downloaded, 0 failed, 3 skipped" in again.out
@@ -331,7 +342,7 @@ async def test_resume_skips_finished_items_and_retries_failed_ones(
     assert Path(last["path"]).name.startswith("000002-")
     assert Path(last["path"]).read_bytes() == fake.served_bytes(tokens[2])
 
-    nothing_left = await cli_run(fake, "download-many", str(listing), "--out", str(out), "--resume")
+    nothing_left = await download(fake, listing, out, "--resume")
     assert nothing_left.code == ExitCode.OK
     assert fake.count(endpoint="document") == 5
 
@@ -534,7 +545,7 @@ async def test_a_row_that_is_not_utf8_fails_alone(fake: FakePassbackServer, tmp_
     listing = tmp_path / "tokens.csv"
     listing.write_bytes(good[0].encode() + b"\n\xff\xfe not utf-8\n" + good[1].encode() + b"\n")
     out = tmp_path / "out"
-    result = await cli_run(fake, "download-many", str(listing), "--out", str(out))
+    result = await download(fake, listing, out)
     _no_traceback(result)
     assert result.code == ExitCode.ITEMS_FAILED, result.err
     records = sorted(read_manifest(out / "manifest.jsonl"), key=lambda r: r["index"])
@@ -650,22 +661,21 @@ async def test_resume_repairs_a_manifest_cut_mid_line(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
     tokens = [fake.issue_document() for _ in range(4)]
-    listing = tmp_path / "tokens.txt"
-    listing.write_text("\n".join(tokens) + "\n")
+    listing = write_listing(tmp_path, tokens)
     out = tmp_path / "out"
-    assert (await cli_run(fake, "download-many", str(listing), "--out", str(out))).code == 0
+    assert (await download(fake, listing, out)).code == 0
     manifest = out / "manifest.jsonl"
     text = manifest.read_bytes()
     manifest.write_bytes(text[: len(text) - 40])  # the last record, cut by a crash
 
-    resumed = await cli_run(fake, "download-many", str(listing), "--out", str(out), "--resume")
+    resumed = await download(fake, listing, out, "--resume")
     _no_traceback(resumed)
     assert resumed.code == ExitCode.OK, resumed.err
     assert "last line was cut short" in resumed.err
     assert fake.count(endpoint="document") == 4  # the cut record's file was complete on disk
     records = read_manifest(manifest)  # every line whole
     assert sorted(r["index"] for r in records) == [0, 1, 2, 3]
-    again = await cli_run(fake, "download-many", str(listing), "--out", str(out), "--resume")
+    again = await download(fake, listing, out, "--resume")
     assert again.code == ExitCode.OK, again.err
     assert "0 downloaded, 0 failed, 4 skipped" in again.out
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".jpg") == sorted(
@@ -678,15 +688,14 @@ async def test_resume_records_complete_files_the_manifest_never_heard_of(
     fake: FakePassbackServer, tmp_path: Path
 ) -> None:
     tokens = [fake.issue_document() for _ in range(5)]
-    listing = tmp_path / "tokens.txt"
-    listing.write_text("\n".join(tokens) + "\n")
+    listing = write_listing(tmp_path, tokens)
     out = tmp_path / "out"
-    assert (await cli_run(fake, "download-many", str(listing), "--out", str(out))).code == 0
+    assert (await download(fake, listing, out)).code == 0
     manifest = out / "manifest.jsonl"
     lines = manifest.read_text(encoding="utf-8").splitlines(keepends=True)
     manifest.write_text("".join(lines[:2]), encoding="utf-8")  # killed before recording 3
 
-    resumed = await cli_run(fake, "download-many", str(listing), "--out", str(out), "--resume")
+    resumed = await download(fake, listing, out, "--resume")
     assert resumed.code == ExitCode.OK, resumed.err
     assert fake.count(endpoint="document") == 5  # nothing fetched twice
     assert "3 found complete on disk" in resumed.out
