@@ -56,6 +56,9 @@ __all__ = [
     "PassbackClient",
 ]
 
+_TimeoutArg = TimeoutArg
+_DeadlineArg = DeadlineArg
+
 
 class PassbackClient(OwnsHTTP):
     """An async client for the Document Passback API; create once, share widely.
@@ -196,8 +199,8 @@ class PassbackClient(OwnsHTTP):
         self,
         access_token: str,
         *,
-        timeout: TimeoutArg = CLIENT_DEFAULT,
-        deadline: DeadlineArg = CLIENT_DEFAULT,
+        timeout: _TimeoutArg = CLIENT_DEFAULT,
+        deadline: _DeadlineArg = CLIENT_DEFAULT,
     ) -> Attributes:
         """Return the user's attributes, including the document tokens when enabled.
 
@@ -221,9 +224,9 @@ class PassbackClient(OwnsHTTP):
         token: str,
         *,
         size: SizeLike | None = None,
-        timeout: TimeoutArg = CLIENT_DEFAULT,
+        timeout: _TimeoutArg = CLIENT_DEFAULT,
         max_retries: int | None = None,
-        deadline: DeadlineArg = CLIENT_DEFAULT,
+        deadline: _DeadlineArg = CLIENT_DEFAULT,
     ) -> DocumentImage:
         """Return one side of the identity document, in memory.
 
@@ -257,9 +260,9 @@ class PassbackClient(OwnsHTTP):
         *,
         size: SizeLike | None = None,
         overwrite: bool = False,
-        timeout: TimeoutArg = CLIENT_DEFAULT,
+        timeout: _TimeoutArg = CLIENT_DEFAULT,
         max_retries: int | None = None,
-        deadline: DeadlineArg = CLIENT_DEFAULT,
+        deadline: _DeadlineArg = CLIENT_DEFAULT,
     ) -> Path:
         """Stream one side of the identity document to ``path``, atomically, mode 0600.
 
@@ -309,9 +312,9 @@ class PassbackClient(OwnsHTTP):
         self,
         token: str,
         *,
-        timeout: TimeoutArg = CLIENT_DEFAULT,
+        timeout: _TimeoutArg = CLIENT_DEFAULT,
         max_retries: int | None = None,
-        deadline: DeadlineArg = CLIENT_DEFAULT,
+        deadline: _DeadlineArg = CLIENT_DEFAULT,
     ) -> str:
         """Return a new document token for the same document (a repeat transaction).
 
