@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -60,7 +60,7 @@ class Input:
             self._run = 0
             await anyio.lowlevel.checkpoint()
         if self._sync is not None:
-            return self._hand_out(self._read_sync)
+            return self._hand_out()
         async with self._lock:
             if self._ahead is _UNREAD:
                 self._ahead = await self._read_async()
@@ -69,12 +69,13 @@ class Input:
                 self._ahead = await self._read_async()
             return item
 
-    def _hand_out(self, read: Callable[[], Any]) -> Any:
+    def _hand_out(self) -> Any:
+        """:meth:`next` for a plain iterator: nothing here suspends, so no lock."""
         if self._ahead is _UNREAD:
-            self._ahead = read()
+            self._ahead = self._read_sync()
         item = self._take()
         if item is not END:
-            self._ahead = read()
+            self._ahead = self._read_sync()
         return item
 
     def _take(self) -> Any:

@@ -127,13 +127,8 @@ class Core:
         """One document call: each attempt waits on the limiter; ``consume`` reads the 200."""
         remember(self._api_token, token)
         limit = self.start(deadline)
-        enter = telemetry.timing(self.limiter.acquire, self.limiter.clock)
-        counted = _counted(consume)
-        return await self._retrying(
-            lambda: document_once(self._session, enter, token, box, counted, timeout, limit),
-            DOCUMENT,
-            self._retries(max_retries),
-            limit,
+        return await self._document(
+            token, box, consume, self.limiter.acquire, timeout, self._retries(max_retries), limit
         )
 
     async def bulk_document(
@@ -146,17 +141,41 @@ class Core:
         # retries stay bounded by max_retries.
         limit = Deadline.after(self.limiter.clock, None)
         remember(self._api_token, token)
-        enter = telemetry.timing(gate, self.limiter.clock)
-        counted = _counted(consume)
         with telemetry.call("bulk_document", DOCUMENT, document=token, server=self.server):
-            return await self._retrying(
-                lambda: document_once(
-                    self._session, enter, token, box, counted, CLIENT_DEFAULT, limit, self._deadline
-                ),
-                DOCUMENT,
+            return await self._document(
+                token,
+                box,
+                consume,
+                gate,
+                CLIENT_DEFAULT,
                 self._policy.max_retries,
                 limit,
+                attempt_seconds=self._deadline,
             )
+
+    async def _document(  # noqa: PLR0917 - private; the two document calls above
+        self,
+        token: str,
+        box: Size | None,
+        consume: Callable[[ImageBody], Awaitable[T]],
+        source: Gate,
+        timeout: TimeoutArg,
+        retries: int,
+        limit: Deadline,
+        *,
+        attempt_seconds: float | None = None,
+    ) -> T:
+        """The document attempts, each let in by ``source`` (the limiter or a bulk gate)."""
+        enter = telemetry.timing(source, self.limiter.clock)
+        counted = _counted(consume)
+        return await self._retrying(
+            lambda: document_once(
+                self._session, enter, token, box, counted, timeout, limit, attempt_seconds
+            ),
+            DOCUMENT,
+            retries,
+            limit,
+        )
 
     async def refresh(
         self, token: str, timeout: TimeoutArg, max_retries: int | None, deadline: DeadlineArg

@@ -151,7 +151,7 @@ class Scheduler:
         source = self._input
         assert source is not None
         while True:
-            await _take(self._room)
+            await self._room.acquire()
             try:
                 raw = await source.next()
             except Exception as exc:
@@ -189,7 +189,7 @@ class Scheduler:
         """
         while queue:
             index, item = queue[0]
-            await _take(self._slots)
+            await self._slots.acquire()
             try:
                 permit = await self._limiter.try_acquire(key)
             except Exception as exc:
@@ -301,9 +301,6 @@ class _Gate:
         if first is not None:
             self._permit = first  # granted, with its slot taken before the grant
             return await first.__aenter__()
-        detach, attempts.detach = attempts.detach, None
-        if detach is not None:
-            await detach()  # a worker's item about to wait: another worker reads on
         while True:
             permit = self._limiter.acquire(self._token, timeout=self._timeout)
             await permit.__aenter__()
@@ -348,9 +345,3 @@ def _took(semaphore: anyio.Semaphore) -> bool:
     except anyio.WouldBlock:
         return False
     return True
-
-
-async def _take(semaphore: anyio.Semaphore) -> None:
-    """Take one of ``semaphore``'s units: at once if one is free, else in turn."""
-    if not _took(semaphore):
-        await semaphore.acquire()

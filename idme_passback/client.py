@@ -56,9 +56,6 @@ __all__ = [
     "PassbackClient",
 ]
 
-_TimeoutArg = TimeoutArg
-_DeadlineArg = DeadlineArg
-
 
 class PassbackClient(OwnsHTTP):
     """An async client for the Document Passback API; create once, share widely.
@@ -199,8 +196,8 @@ class PassbackClient(OwnsHTTP):
         self,
         access_token: str,
         *,
-        timeout: _TimeoutArg = CLIENT_DEFAULT,
-        deadline: _DeadlineArg = CLIENT_DEFAULT,
+        timeout: TimeoutArg = CLIENT_DEFAULT,
+        deadline: DeadlineArg = CLIENT_DEFAULT,
     ) -> Attributes:
         """Return the user's attributes, including the document tokens when enabled.
 
@@ -224,9 +221,9 @@ class PassbackClient(OwnsHTTP):
         token: str,
         *,
         size: SizeLike | None = None,
-        timeout: _TimeoutArg = CLIENT_DEFAULT,
+        timeout: TimeoutArg = CLIENT_DEFAULT,
         max_retries: int | None = None,
-        deadline: _DeadlineArg = CLIENT_DEFAULT,
+        deadline: DeadlineArg = CLIENT_DEFAULT,
     ) -> DocumentImage:
         """Return one side of the identity document, in memory.
 
@@ -260,9 +257,9 @@ class PassbackClient(OwnsHTTP):
         *,
         size: SizeLike | None = None,
         overwrite: bool = False,
-        timeout: _TimeoutArg = CLIENT_DEFAULT,
+        timeout: TimeoutArg = CLIENT_DEFAULT,
         max_retries: int | None = None,
-        deadline: _DeadlineArg = CLIENT_DEFAULT,
+        deadline: DeadlineArg = CLIENT_DEFAULT,
     ) -> Path:
         """Stream one side of the identity document to ``path``, atomically, mode 0600.
 
@@ -312,9 +309,9 @@ class PassbackClient(OwnsHTTP):
         self,
         token: str,
         *,
-        timeout: _TimeoutArg = CLIENT_DEFAULT,
+        timeout: TimeoutArg = CLIENT_DEFAULT,
         max_retries: int | None = None,
-        deadline: _DeadlineArg = CLIENT_DEFAULT,
+        deadline: DeadlineArg = CLIENT_DEFAULT,
     ) -> str:
         """Return a new document token for the same document (a repeat transaction).
 

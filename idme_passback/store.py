@@ -310,7 +310,7 @@ class MemoryStore:
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
     ) -> None:
         """Settle a grant: ``sent`` cools the token for ``period`` from now, else frees it."""
-        self._release(grant.key, sent=sent, period=period, hold=hold)
+        self.release_now(grant, sent=sent, period=period, hold=hold)
 
     def release_now(
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
