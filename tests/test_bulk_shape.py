@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from idme_passback import PassbackClient, Progress, RateLimiter
-from idme_passback.testing import FakeClock, FakePassbackServer
+from idme_passback.testing import FakeClock, FakePassbackServer, wait_all_tasks_blocked
 
 from .conftest import ClientOf
 
@@ -257,3 +257,31 @@ async def test_an_input_that_raises_delivers_what_was_read_then_the_error_unwrap
         await loop()
     assert type(caught.value) is Boom
     assert sorted(seen) == [0, 1, 2]  # nothing read was lost
+
+
+async def test_the_declared_anyio_lets_a_lock_go_on_after_a_waiter_cancelled_at_release() -> None:
+    """Why ``anyio>=4.14``: cancelling a bulk job must not deadlock httpcore's connections.
+
+    httpcore guards each connection's state with an anyio ``Lock``. When a job
+    with requests in flight is cancelled, one task may be waiting on that lock
+    as it is released; before anyio 4.14 that cancelled waiter stayed queued,
+    and the next ``acquire`` (httpcore closing the response, shielded) waited
+    behind it for ever: about one interrupted ``download-many`` in four hung.
+    """
+    lock = anyio.Lock()
+    await lock.acquire()
+    waiting = anyio.CancelScope()
+
+    async def waiter() -> None:
+        with waiting:
+            await lock.acquire()
+        assert waiting.cancelled_caught
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(waiter)
+        await wait_all_tasks_blocked()
+        waiting.cancel()
+        lock.release()
+        with anyio.fail_after(10):  # a guard against a hang, not a timing
+            await lock.acquire()
+        lock.release()
