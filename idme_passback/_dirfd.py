@@ -93,11 +93,16 @@ class OpenFolder:
         self.path = path
         self._fd = fd
 
-    def sweep(self) -> int:
-        """Remove the client's stale temporary files here; return how many went."""
+    def sweep(self) -> set[str] | None:
+        """Remove the client's stale temporary files here; return the ones left.
+
+        Those left belong to live writers (or are legacy files too young to
+        tell). ``None`` where the platform cannot tell a live writer's file.
+        """
         if fcntl is None or self._fd is None:  # pragma: no cover - no locks, no way to tell
-            return 0
+            return None
         removed = 0
+        left: set[str] = set()
         now = time.time()
         with os.scandir(self._fd) as entries:
             names = [entry.name for entry in entries if is_part_name(entry.name)]
@@ -107,15 +112,18 @@ class OpenFolder:
                 with contextlib.suppress(OSError):
                     info = self._lstat(name)
                     if now - info.st_mtime < _LEGACY_AGE or not self._ours(info):
+                        left.add(name)
                         continue
                     self._unlink(name)
                     removed += 1
                 continue
             if self._remove_if_stale(name):
                 removed += 1
+            else:
+                left.add(name)
         if removed:
             logger.info("removed %d stale temporary file(s) in %s", removed, self.path)
-        return removed
+        return left
 
     def _remove_if_stale(self, part: str) -> bool:
         """Remove ``part`` if it is ours and no live writer holds it; say whether it is gone."""

@@ -243,6 +243,27 @@ async def test_a_live_writers_temporary_file_is_left_alone(
     assert fake.requests == []
 
 
+@pytest.mark.parametrize("extension", [".jpg", ".webp"])
+async def test_a_bulk_item_whose_file_a_live_writer_holds_is_refused_before_sending(
+    client: PassbackClient, fake: FakePassbackServer, tmp_path: Path, extension: str
+) -> None:
+    # Under the item's own name or another image extension of it: no request either way.
+    tokens = [fake.issue_document(), fake.issue_document()]
+    live = _part(tmp_path, f"000000-{tokens[0][:6]}{extension}")
+    live.write_bytes(b"being written")
+    with live.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a writer in another process holds it
+        async with client.download_many(tokens, tmp_path) as job:
+            results = sorted([result async for result in job], key=lambda r: r.index)
+        assert live.read_bytes() == b"being written"
+    assert isinstance(results[0].error, TargetExistsError)
+    assert "another download" in str(results[0].error)
+    assert results[1].ok
+    assert [r.document for r in fake.requests if r.endpoint == "document"] == [
+        fake.document_id(tokens[1])
+    ]
+
+
 async def test_a_bulk_job_sweeps_only_the_stale_temporary_files_that_are_ours(
     client: PassbackClient, tmp_path: Path
 ) -> None:
