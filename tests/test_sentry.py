@@ -132,7 +132,9 @@ async def test_an_applications_own_requests_keep_their_breadcrumbs() -> None:
     def answer(request: Request) -> bytes:
         return response(200, b"{}", reason=b"Fine Thanks")
 
-    with sentry_capture() as sent, hostile_server(answer) as server:
+    # An address no client in this process is pointed at: on 127.0.0.1 the port may
+    # be one an earlier test's client used, and that base URL is the library's own.
+    with sentry_capture() as sent, hostile_server(answer, host="127.0.0.9") as server:
         PassbackClient(API_TOKEN, base_url="http://127.0.0.1:9/")  # the library is in use
         async with httpx.AsyncClient() as http:
             await http.get(server.base_url + "orders/42?page=2")
