@@ -57,12 +57,6 @@ class Session:
     default_hold: float
     #: What a server may make the client hold, and how late a request may leave.
     bounds: Bounds = attrs.Factory(Bounds)
-    #: ``token=<the API token>``, encoded once: the query of every document and refresh URL.
-    api_query: str = attrs.field(init=False, repr=False)
-
-    @api_query.default
-    def _encode_api_query(self) -> str:
-        return str(httpx.QueryParams({"token": self.api_token}))
 
     def cap(self, timeout: TimeoutArg, deadline: Deadline) -> Timeout:
         """The attempt's timeout (the client's by default), shortened to fit the deadline."""
@@ -122,8 +116,9 @@ async def document_once(  # noqa: PLR0917 - private; one call per client entry p
     granted (bulk items, whose wait for their turn is not theirs to time out on).
     """
     secrets = (session.api_token, token)
-    # The whole URL as one string: httpx parses it once (query params would cost a second parse).
-    query = session.api_query if box is None else f"{session.api_query}&size={box}"
+    params = {"token": session.api_token}
+    if box is not None:
+        params["size"] = str(box)
     # Time kept for the request itself: a token that leaves less is not worth taking.
     margin = session.bounds.send_margin(deadline.seconds)
     async with enter(token, timeout=deadline.wait_allowed(margin)) as permit:
@@ -139,7 +134,8 @@ async def document_once(  # noqa: PLR0917 - private; one call per client entry p
         deadline = deadline.within(attempt_seconds)
         request = session.wire.build(
             "POST",
-            f"{session.base_url}{DOCUMENT.path}{token}?{query}",
+            f"{session.base_url}{DOCUMENT.path}{token}",
+            params=params,
             # An image gains nothing from compression; a server that sends it anyway
             # is decoded within bounds.
             headers={"Accept-Encoding": "identity"},
@@ -169,7 +165,8 @@ async def refresh_once(
     secrets = (session.api_token, token)
     request = session.wire.build(
         "POST",
-        f"{session.base_url}{REFRESH.path}{token}?{session.api_query}",
+        f"{session.base_url}{REFRESH.path}{token}",
+        params={"token": session.api_token},
         timeout=session.cap(timeout, deadline),
     )
     response = await session.wire.send(request, REFRESH, secrets, deadline)

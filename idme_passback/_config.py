@@ -117,10 +117,12 @@ def resolve_base_url(
                 f"environment must be one of {sorted(ENVIRONMENTS)}, got {environment!r}"
             )
         return httpx.URL(ENVIRONMENTS[environment])
-    url = httpx.URL(str(base_url))
+    text = str(base_url)
+    url = httpx.URL(text)
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigurationError("base_url must be an absolute http:// or https:// URL")
-    if url.query or url.fragment:
+    # (An empty query or fragment, a bare "?" or "#", is falsy in httpx's URL.)
+    if url.query or url.fragment or "?" in text or "#" in text:
         raise ConfigurationError("base_url must not carry a query or fragment")
     if (
         url.scheme == "http"

@@ -70,6 +70,13 @@ class Wire:
     ) -> httpx.Request:
         """Build a request with the client's headers and this attempt's timeout."""
         merged = self._headers if not headers else {**self._headers, **headers}
+        if params and not self._http.params:
+            # The query in the URL string: httpx parses it once, where params= costs a
+            # second parse to merge them (benchmark row 1: 1.28x -> 1.20x). A caller's
+            # client with params of its own keeps params=: httpx lets those replace a
+            # query that is already in the URL.
+            url = f"{url}?{httpx.QueryParams(params)}"
+            params = None
         return self._http.build_request(method, url, params=params, headers=merged, timeout=timeout)
 
     async def send(

@@ -8,6 +8,7 @@ gate each attempt enters and the hand-over for the item's result.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol, TypeAlias, TypeVar
@@ -72,8 +73,10 @@ class _Downloads:
         # the first request, and again after any write fails (not per item: a file
         # made and removed for every image doubles the folder's work).
         self._writable = False
-        #: Temporary files known to be held, by name (``None``: check each one).
-        self._claimed: set[str] | None = None
+        #: Temporary files known to be held, by name, with how many of this job's
+        #: items claim each (a live writer's from before the job: one, for good).
+        #: ``None``: the platform cannot tell, so each is checked on disk.
+        self._claimed: Counter[str] | None = None
         Folder.open(self._directory).close()  # the folder must exist before anything is sent
 
     async def start(self) -> None:
@@ -84,7 +87,8 @@ class _Downloads:
         # name is checked against before its request (benchmark row 8: one stat a
         # candidate name, not two). A writer that starts later is found when the
         # item's file is written (TargetExistsError, after its request).
-        self._claimed = self._folder.sweep()
+        left = self._folder.sweep()
+        self._claimed = None if left is None else Counter(left)
 
     def close(self) -> None:
         if self._folder is not None:
@@ -133,16 +137,21 @@ class _Downloads:
                 name = stem + body.extension
                 folder.check_free(name, overwrite=self._overwrite)
             claim = part_name(name)
-            if self._claimed is not None:
-                self._claimed.add(claim)
+            claimed = self._claimed
+            if claimed is not None:
+                claimed[claim] += 1
             try:
                 written = await folder.write(name, body.chunks(), overwrite=self._overwrite)
             except OSError:
                 self._writable = False  # the folder may have stopped taking files
                 raise
             finally:
-                if self._claimed is not None:
-                    self._claimed.discard(claim)
+                if claimed is not None:
+                    # Counted, not a set: an item that fails on a name another item
+                    # is still writing must not take that item's claim away.
+                    claimed[claim] -= 1
+                    if claimed[claim] <= 0:
+                        del claimed[claim]
             await deliver(
                 FetchResult(
                     index,

@@ -379,7 +379,17 @@ def test_no_api_token_at_all_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.parametrize(
-    "url", ["http://api.example.com/", "ftp://api.id.me/", "api.id.me", "https://x/?a=1"]
+    "url",
+    [
+        "http://api.example.com/",
+        "ftp://api.id.me/",
+        "api.id.me",
+        "https://x/?a=1",
+        # An empty query or fragment: the token's query would land after them.
+        "https://x/?",
+        "https://x/#",
+        "https://x/#a",
+    ],
 )
 def test_unsafe_base_urls_are_refused(url: str) -> None:
     with pytest.raises(ConfigurationError):
@@ -411,6 +421,36 @@ async def test_a_callers_http_client_is_used_and_left_open(respx_mock: respx.Moc
             await client.get_document(FRONT)
         assert not http.is_closed
     assert route.called
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("own", [{}, {"extra": "1"}, {"token": "not-ours", "size": "9x9"}])
+async def test_the_api_token_and_size_reach_the_server_whatever_params_a_callers_client_has(
+    own: dict[str, str],
+) -> None:
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        if "/refresh/" in request.url.path:
+            return httpx.Response(200, json={"document_token": REFRESHED})
+        return httpx.Response(200, content=JPEG)
+
+    transport = httpx.MockTransport(handler)
+    async with (
+        httpx.AsyncClient(transport=transport, params=own) as http,
+        PassbackClient(API_TOKEN, http_client=http) as client,
+    ):
+        await client.get_document(FRONT, size="300x200")
+        await client.refresh_document_token(BACK)
+    document, refresh = seen
+    assert document.path == f"/api/public/v3/documents/{FRONT}"
+    assert refresh.path == f"/api/public/v3/documents/refresh/{BACK}"
+    assert document.params.get_list("token") == [API_TOKEN]
+    assert document.params.get_list("size") == ["300x200"]
+    assert refresh.params.get_list("token") == [API_TOKEN]
+    if "extra" in own:  # the caller's own params travel too, as they always did
+        assert document.params["extra"] == refresh.params["extra"] == "1"
 
 
 @pytest.mark.anyio

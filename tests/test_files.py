@@ -21,7 +21,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -397,6 +397,76 @@ def test_a_folder_is_opened_once_and_held() -> None:
     with Folder.open(".") as folder:
         assert folder.name_max >= 14
     assert repr(folder) == "Folder('.')"
+
+
+async def test_an_item_refused_on_a_name_in_writing_leaves_the_writers_claim(
+    tmp_path: Path,
+) -> None:
+    # a writes same.jpg slowly; b, checked before a's claim, is refused when it writes;
+    # c, checked after, must still be refused before its request: b took nothing away.
+    tokens = {"a": "a" * 32, "b": "b" * 32, "c": "c" * 32}
+    sent: list[str] = []
+    release = anyio.Event()
+    part = tmp_path / f".same.jpg{PART_SUFFIX}"
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield JPEG[:16]
+        await release.wait()
+        yield JPEG[16:]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        who = next(k for k, v in tokens.items() if request.url.path.endswith(v))
+        sent.append(who)
+        if who == "a":
+            while "b" not in sent:  # a answers once b has passed its checks and is sent
+                await anyio.sleep(0)
+            return httpx.Response(200, content=slow_body())
+        while not part.exists():  # b answers once a is writing
+            await anyio.sleep(0)
+        return httpx.Response(200, content=JPEG)
+
+    items = [DocumentRequest(tokens[k], filename="same.jpg") for k in "abc"]
+    results = {}
+    async with (
+        PassbackClient(API_TOKEN, transport=httpx.MockTransport(handler)) as client,
+        client.download_many(items, tmp_path, concurrency=2) as job,
+    ):
+        async for result in job:
+            results[result.index] = result
+            if result.index == 2:
+                release.set()
+    assert sent == ["a", "b"]
+    assert results[0].ok
+    assert isinstance(results[1].error, TargetExistsError)
+    assert isinstance(results[2].error, TargetExistsError)
+    assert (tmp_path / "same.jpg").read_bytes() == JPEG
+
+
+async def test_a_writer_that_starts_mid_job_is_refused_when_the_item_writes(
+    tmp_path: Path,
+) -> None:
+    # Not known at the job's start, so found at the write (after the request): nothing
+    # of the other writer's is touched.
+    live = tmp_path / f".late.jpg{PART_SUFFIX}"
+    with contextlib.ExitStack() as stack:
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            held = stack.enter_context(live.open("wb"))
+            held.write(b"being written")
+            held.flush()
+            fcntl.flock(held, fcntl.LOCK_EX)  # as a writer in another process holds it
+            return httpx.Response(200, content=JPEG)
+
+        items = [DocumentRequest("d" * 32, filename="late.jpg")]
+        async with (
+            PassbackClient(API_TOKEN, transport=httpx.MockTransport(handler)) as client,
+            client.download_many(items, tmp_path) as job,
+        ):
+            [result] = [result async for result in job]
+        assert isinstance(result.error, TargetExistsError)
+        assert "another download" in str(result.error)
+        assert live.read_bytes() == b"being written"
+    assert not (tmp_path / "late.jpg").exists()
 
 
 async def test_two_items_naming_one_file_write_it_once(
