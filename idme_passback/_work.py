@@ -7,9 +7,10 @@ gate each attempt enters and the hand-over for the item's result.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Protocol, TypeAlias, TypeVar
 
@@ -120,6 +121,24 @@ class _Downloads:
         if self._claimed is None or part_name(name) in self._claimed:
             folder.check_unclaimed(name)
 
+    @contextlib.contextmanager
+    def _claiming(self, name: str) -> Iterator[None]:
+        """Count ``name``'s temporary file among the claims while this item writes it."""
+        claimed = self._claimed
+        if claimed is None:
+            yield
+            return
+        claim = part_name(name)
+        claimed[claim] += 1
+        try:
+            yield
+        finally:
+            # Counted, not a set: an item that fails on a name another item is
+            # still writing must not take that item's claim away.
+            claimed[claim] -= 1
+            if claimed[claim] <= 0:
+                del claimed[claim]
+
     async def __call__(
         self, request: DocumentRequest, index: int, gate: Gate, deliver: Deliver
     ) -> None:
@@ -136,22 +155,12 @@ class _Downloads:
                 await body.start()
                 name = stem + body.extension
                 folder.check_free(name, overwrite=self._overwrite)
-            claim = part_name(name)
-            claimed = self._claimed
-            if claimed is not None:
-                claimed[claim] += 1
             try:
-                written = await folder.write(name, body.chunks(), overwrite=self._overwrite)
+                with self._claiming(name):
+                    written = await folder.write(name, body.chunks(), overwrite=self._overwrite)
             except OSError:
                 self._writable = False  # the folder may have stopped taking files
                 raise
-            finally:
-                if claimed is not None:
-                    # Counted, not a set: an item that fails on a name another item
-                    # is still writing must not take that item's claim away.
-                    claimed[claim] -= 1
-                    if claimed[claim] <= 0:
-                        del claimed[claim]
             await deliver(
                 FetchResult(
                     index,
