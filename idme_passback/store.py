@@ -21,6 +21,7 @@ from typing import Protocol, cast, runtime_checkable
 
 import attrs
 
+from ._tokens import shorten
 from .clock import Clock, MonotonicClock
 
 __all__ = ["Denied", "Grant", "LimiterStore", "MemoryStore"]
@@ -31,7 +32,8 @@ class Grant:
     """One token of one document's bucket, handed out by :meth:`LimiterStore.reserve`."""
 
     #: The bucket (document) the token belongs to; a refreshed token names its root.
-    key: str
+    #: Shown shortened: in the memory store it is the document token itself.
+    key: str = attrs.field(repr=lambda key: repr(shorten(key)))
     #: The id the limiter chose for this reservation (so a lost answer can be named).
     reservation: str = attrs.field(repr=False)
 
@@ -99,6 +101,33 @@ class _Bucket:
             cooling.popleft()
 
 
+#: The bits of a token's hash a bucket is filed under (two 30-bit digits: a 32-byte int).
+_SLOT_BITS = (1 << 60) - 1
+
+
+def _slot(key: str) -> int:
+    """The number the store files ``key``'s bucket under: its hash, not the token itself.
+
+    A document token is a secret, and a one-shot key cools for a period after its
+    request: filed by a 60-bit hash, the store keeps no copy of any token alive
+    (and a cooling key costs a 32-byte int, not a ~96-byte string). Two tokens
+    whose hashes collide (odds ~4e-8 with 300,000 keys in a period) share one
+    budget: stricter, never looser.
+    """
+    return hash(key) & _SLOT_BITS
+
+
+@attrs.frozen
+class _Filed(Grant):
+    """A grant of the memory store, with the int its bucket is filed under.
+
+    Released by that same int object, which the schedule then keeps: one int a
+    cooling key (an equal one made again would be a second, 32 bytes more).
+    """
+
+    slot: int = attrs.field(default=0, repr=False)
+
+
 # A key's state is a _Bucket, or one of two compact forms for the commonest
 # cases, which cost no allocation on the hot path: ``True`` while its one token
 # is in flight (and nothing else), then the float time that token comes back
@@ -134,14 +163,16 @@ class MemoryStore:
         self._now: Callable[[], float] = (
             time.monotonic if isinstance(self._clock, MonotonicClock) else self._clock.now
         )
-        self._buckets: dict[str, _State] = {}
-        self._aliases: dict[str, tuple[str, float]] = {}
+        # Filed by _slot(token), not by the token: a cooling key keeps no secret alive
+        # (an alias, made by a refresh, keeps its root's token for the link's ttl).
+        self._buckets: dict[int, _State] = {}
+        self._aliases: dict[int, tuple[str, float]] = {}
         # Completions arrive in time order (one clock, one period), so their
         # checks queue up already sorted: two flat deques, no tuples.
         self._due_at: deque[float] = deque()
-        self._due_key: deque[str] = deque()
-        # Holds, aliases and anything out of order: (time, key, is_alias).
-        self._later: list[tuple[float, str, bool]] = []
+        self._due_key: deque[int] = deque()
+        # Holds, aliases and anything out of order: (time, slot, is_alias).
+        self._later: list[tuple[float, int, bool]] = []
         self._peak = 0
 
     @property
@@ -153,12 +184,12 @@ class MemoryStore:
         """Return how many keys and aliases hold state now."""
         return len(self._buckets) + len(self._aliases)
 
-    def _schedule(self, at: float, key: str) -> None:
+    def _schedule(self, at: float, slot: int) -> None:
         if not self._due_at or self._due_at[-1] <= at:
             self._due_at.append(at)
-            self._due_key.append(key)
+            self._due_key.append(slot)
         else:
-            heapq.heappush(self._later, (at, key, False))
+            heapq.heappush(self._later, (at, slot, False))
 
     def _sweep(self, now: float) -> None:
         self._peak = max(self._peak, len(self._buckets))
@@ -168,49 +199,49 @@ class MemoryStore:
             self._settle_key(due_key.popleft(), now)
         later = self._later
         while later and later[0][0] <= now:
-            _, key, is_alias = heapq.heappop(later)
+            _, slot, is_alias = heapq.heappop(later)
             if is_alias:
-                entry = self._aliases.get(key)
+                entry = self._aliases.get(slot)
                 if entry is not None and entry[1] <= now:
-                    del self._aliases[key]
+                    del self._aliases[slot]
             else:
-                self._settle_key(key, now)
+                self._settle_key(slot, now)
         # dicts never give back their table: rebuild once most keys are gone.
         size = len(self._buckets)
         if self._peak > 1024 and size < self._peak // 4:
             self._buckets = dict(self._buckets)
             self._peak = size
 
-    def _settle_key(self, key: str, now: float) -> None:
-        """A check on ``key`` fell due: drop, compact or re-check its state."""
-        state = self._buckets.get(key)
+    def _settle_key(self, slot: int, now: float) -> None:
+        """A check on ``slot`` fell due: drop, compact or re-check its state."""
+        state = self._buckets.get(slot)
         if state is None or state is _IN_FLIGHT:
             return
         if isinstance(state, float):
             if state <= now:
-                del self._buckets[key]
+                del self._buckets[slot]
             return
         assert isinstance(state, _Bucket)
         state.prune(now)
         if state.cooling:
             # Each key keeps one pending check, when its last token out comes back:
             # a busy key costs one check a period, not one per request.
-            self._schedule(state.cooling[-1], key)
-        self._compact(key, state, now)
+            self._schedule(state.cooling[-1], slot)
+        self._compact(slot, state, now)
 
-    def _compact(self, key: str, bucket: _Bucket, now: float) -> None:
+    def _compact(self, slot: int, bucket: _Bucket, now: float) -> None:
         if bucket.inflight or bucket.hold_until > now:
             return
         if not bucket.cooling:
-            del self._buckets[key]
+            del self._buckets[slot]
         elif len(bucket.cooling) == 1:
-            self._buckets[key] = bucket.cooling[0]
+            self._buckets[slot] = bucket.cooling[0]
 
-    def _expand(self, key: str, state: _State | None, now: float) -> _Bucket:
-        """Return ``key``'s state as a full :class:`_Bucket`, storing it if it was compact."""
+    def _expand(self, slot: int, state: _State | None, now: float) -> _Bucket:
+        """Return ``slot``'s state as a full :class:`_Bucket`, storing it if it was compact."""
         if isinstance(state, _Bucket):
             return state
-        bucket = self._buckets[key] = _Bucket()
+        bucket = self._buckets[slot] = _Bucket()
         if state is _IN_FLIGHT:
             bucket.inflight = 1
         elif isinstance(state, float) and state > now:
@@ -221,27 +252,28 @@ class MemoryStore:
         """Return the key of ``token``'s document (itself, unless linked by a refresh)."""
         if not self._aliases:
             return token
-        entry = self._aliases.get(token)
+        entry = self._aliases.get(_slot(token))
         return token if entry is None else entry[0]
 
-    def _reserve(self, token: str, limit: int, period: float) -> str | float:
-        """Take a token: the granted key, or the least delay worth waiting."""
+    def _reserve(self, token: str, reservation: str, limit: int, period: float) -> _Filed | float:
+        """Take a token: the grant, or the least delay worth waiting."""
         now = self._now()
         if (self._due_at and self._due_at[0] <= now) or (self._later and self._later[0][0] <= now):
             self._sweep(now)
         key = self._root(token)
-        state = self._buckets.get(key)
+        slot = _slot(key)
+        state = self._buckets.get(slot)
         if state is None:
-            self._buckets[key] = _IN_FLIGHT
-            return key
+            self._buckets[slot] = _IN_FLIGHT
+            return _Filed(key, reservation, slot)
         if state is _IN_FLIGHT:
             if limit == 1:
                 return period  # an in-flight token comes back no sooner
-            bucket = self._expand(key, state, now)
+            bucket = self._expand(slot, state, now)
         elif isinstance(state, float):
             if limit == 1 and state > now:
                 return state - now
-            bucket = self._expand(key, state, now)
+            bucket = self._expand(slot, state, now)
         else:
             bucket = cast("_Bucket", state)
             if bucket.hold_until > now:
@@ -255,7 +287,7 @@ class MemoryStore:
                     soonest = min(soonest, bucket.cooling[0])
                 return max(soonest - now, 0.0)
         bucket.inflight += 1
-        return key
+        return _Filed(key, reservation, slot)
 
     async def reserve(
         self, token: str, *, reservation: str, limit: int, period: float
@@ -270,27 +302,27 @@ class MemoryStore:
         self, token: str, *, reservation: str, limit: int, period: float
     ) -> Grant | Denied:
         """:meth:`reserve`, as the plain call it is (the limiter's path for this store)."""
-        result = self._reserve(token, limit, period)
-        return Grant(result, reservation) if isinstance(result, str) else Denied(result)
+        result = self._reserve(token, reservation, limit, period)
+        return result if isinstance(result, Grant) else Denied(result)
 
-    def _release(self, key: str, *, sent: bool, period: float, hold: float | None) -> None:
-        bucket = self._buckets.get(key)
+    def _release(self, slot: int, *, sent: bool, period: float, hold: float | None) -> None:
+        bucket = self._buckets.get(slot)
         if bucket is _IN_FLIGHT:
             if hold is None:
                 if sent:
                     free_at = self._now() + period
-                    self._buckets[key] = free_at
-                    self._schedule(free_at, key)
+                    self._buckets[slot] = free_at
+                    self._schedule(free_at, slot)
                 else:
-                    del self._buckets[key]
+                    del self._buckets[slot]
                 return
-            bucket = self._expand(key, bucket, self._now())
+            bucket = self._expand(slot, bucket, self._now())
         if not isinstance(bucket, _Bucket) or bucket.inflight <= 0:
             return
         bucket.inflight -= 1
         now = self._now()
         if hold is not None:
-            self._hold(key, hold)
+            self._hold(slot, hold)
         if sent:
             free_at = now + period
             cooling = bucket.cooling
@@ -298,13 +330,13 @@ class MemoryStore:
                 # The key's first cooling token: it needs a check when that comes back
                 # (which, finding later tokens, schedules the next).
                 cooling.append(free_at)
-                self._schedule(free_at, key)
+                self._schedule(free_at, slot)
             elif cooling[-1] <= free_at:
                 cooling.append(free_at)
             else:
                 bisect.insort(cooling, free_at)
         if not bucket.inflight:
-            self._compact(key, bucket, now)
+            self._compact(slot, bucket, now)
 
     async def release(
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
@@ -316,18 +348,19 @@ class MemoryStore:
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
     ) -> None:
         """:meth:`release`, as the plain call it is (the limiter's path for this store)."""
-        self._release(grant.key, sent=sent, period=period, hold=hold)
+        slot = grant.slot if isinstance(grant, _Filed) else _slot(grant.key)
+        self._release(slot, sent=sent, period=period, hold=hold)
 
     async def discard(self, token: str, *, reservation: str) -> None:
         """Nothing to do: :meth:`reserve` never suspends, so its answer is never lost."""
 
-    def _hold(self, key: str, seconds: float) -> None:
+    def _hold(self, slot: int, seconds: float) -> None:
         now = self._now()
-        bucket = self._expand(key, self._buckets.get(key), now)
+        bucket = self._expand(slot, self._buckets.get(slot), now)
         until = now + seconds
         if until > bucket.hold_until:
             bucket.hold_until = until
-            heapq.heappush(self._later, (until, key, False))
+            heapq.heappush(self._later, (until, slot, False))
 
     async def link(self, alias: str, token: str, ttl: float) -> None:
         """Make ``alias`` share ``token``'s budget for ``ttl`` seconds."""
@@ -337,8 +370,8 @@ class MemoryStore:
         key = self._root(token)
         if key == alias:
             return
-        self._aliases[alias] = (key, now + ttl)
-        heapq.heappush(self._later, (now + ttl, alias, True))
+        self._aliases[_slot(alias)] = (key, now + ttl)
+        heapq.heappush(self._later, (now + ttl, _slot(alias), True))
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._buckets)}, aliases={len(self._aliases)})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import secrets
+import sys
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 import redis.asyncio as redis
 
 from idme_passback import LimiterUnavailableError, MemoryStore, RateLimiter, RedisStore
+from idme_passback import store as store_module
 from idme_passback.store import Denied, Grant
 from idme_passback.testing import FakeClock
 from idme_passback.testing import wait_all_tasks_blocked as all_tasks_blocked
@@ -377,6 +379,51 @@ async def test_one_shot_keys_leave_no_state_once_a_period_has_passed(
     async with limiter.acquire("one-more") as permit:
         permit.not_sent()
     assert len(store) == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_cooling_document_keeps_its_budget_but_no_copy_of_its_token(
+    anyio_backend: str, clock: FakeClock
+) -> None:
+    store = MemoryStore(clock)
+    limiter = RateLimiter(2, PERIOD, store=store)
+    token = secrets.token_hex(16)
+    held = sys.getrefcount(token)
+    for _ in range(2):
+        async with limiter.acquire(token) as permit:
+            await permit.complete()
+    del permit
+    # Both tokens cool for the period, yet nothing in the limiter refers to the string.
+    assert len(store) == 1
+    assert sys.getrefcount(token) == held
+    # An equal string made anew finds the spent budget.
+    assert await limiter.try_acquire("".join(list(token))) is None
+    await clock.advance(PERIOD)
+    assert await limiter.try_acquire(token) is not None
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_grants_repr_shows_its_token_only_shortened(
+    anyio_backend: str, clock: FakeClock
+) -> None:
+    token = secrets.token_hex(16)
+    grant = await MemoryStore(clock).reserve(token, reservation="r", limit=2, period=PERIOD)
+    assert isinstance(grant, Grant)
+    assert token not in repr(grant)
+    assert f"{token[:6]}\u2026" in repr(grant)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_two_documents_whose_hashes_collide_share_one_budget(
+    anyio_backend: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store files a bucket by its token's hash: a collision is stricter, never looser.
+    monkeypatch.setattr(store_module, "_slot", lambda key: 7)
+    limiter = RateLimiter(2, PERIOD, store=MemoryStore(clock))
+    for token in ("doc-a", "doc-b"):
+        async with limiter.acquire(token) as permit:
+            await permit.complete()
+    assert await limiter.try_acquire("doc-c") is None
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
