@@ -172,10 +172,15 @@ class Folder(OpenFolder):
     def check_free(self, name: str, *, overwrite: bool) -> None:
         """Raise unless ``name`` can be written (a dangling symlink is not free).
 
+        A name that cannot be looked up for another reason counts as free here:
+        the write meets that error itself.
+
         Raises:
             TargetIsAFolderError: ``name`` is a folder.
             TargetExistsError: something is there and ``overwrite`` is false.
         """
+        if not self._exists(name):
+            return
         try:
             info = self._lstat(name)
         except FileNotFoundError:

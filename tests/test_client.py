@@ -30,6 +30,7 @@ from idme_passback import (
     ServerError,
     Size,
     UnprocessableEntityError,
+    __version__,
     errors,
 )
 
@@ -451,6 +452,32 @@ async def test_the_api_token_and_size_reach_the_server_whatever_params_a_callers
     assert refresh.params.get_list("token") == [API_TOKEN]
     if "extra" in own:  # the caller's own params travel too, as they always did
         assert document.params["extra"] == refresh.params["extra"] == "1"
+
+
+@pytest.mark.anyio
+async def test_a_callers_client_keeps_its_headers_and_the_clients_own_win() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if "/refresh/" in request.url.path:
+            return httpx.Response(200, json={"document_token": REFRESHED})
+        return httpx.Response(200, content=JPEG)
+
+    own = {"X-Trace": "abc", "User-Agent": "theirs/1", "Accept-Encoding": "br, zstd"}
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=own) as http,
+        PassbackClient(API_TOKEN, http_client=http) as client,
+    ):
+        await client.get_document(FRONT)
+        await client.refresh_document_token(BACK)
+    document, refresh = seen
+    for request in seen:
+        assert request.headers["x-trace"] == "abc"
+        assert request.headers.get_list("user-agent") == [f"idme-passback/{__version__}"]
+    # Only what the client decodes itself is asked for; an image asks for none.
+    assert document.headers.get_list("accept-encoding") == ["identity"]
+    assert refresh.headers.get_list("accept-encoding") == ["gzip, deflate"]
 
 
 @pytest.mark.anyio
