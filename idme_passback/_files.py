@@ -172,8 +172,9 @@ class Folder(OpenFolder):
     def check_free(self, name: str, *, overwrite: bool) -> None:
         """Raise unless ``name`` can be written (a dangling symlink is not free).
 
-        A name that cannot be looked up for another reason counts as free here:
-        the write meets that error itself.
+        Where ``os.access`` answers (proved once per folder), a name it cannot
+        look up for another reason (an I/O error) counts as free here: the
+        write meets that error itself.
 
         Raises:
             TargetIsAFolderError: ``name`` is a folder.

@@ -36,6 +36,10 @@ class Grant:
     key: str = attrs.field(repr=lambda key: repr(shorten(key)))
     #: The id the limiter chose for this reservation (so a lost answer can be named).
     reservation: str = attrs.field(repr=False)
+    #: Where the store filed the bucket, for the store's own use: the memory store's
+    #: int (its release reuses that very object, one int a cooling key, not two equal
+    #: ones); ``None`` from a store that needs none. Not part of equality.
+    slot: int | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -109,23 +113,14 @@ def _slot(key: str) -> int:
     """The number the store files ``key``'s bucket under: its hash, not the token itself.
 
     A document token is a secret, and a one-shot key cools for a period after its
-    request: filed by a 60-bit hash, the store keeps no copy of any token alive
-    (and a cooling key costs a 32-byte int, not a ~96-byte string). Two tokens
-    whose hashes collide (odds ~4e-8 with 300,000 keys in a period) share one
-    budget: stricter, never looser.
+    request: filed by a 60-bit hash (32 bits on a 32-bit build), the store keeps
+    no copy of it alive (and a cooling key costs a 32-byte int, not a ~96-byte
+    string). Two tokens whose hashes collide (odds ~4e-8 with 300,000 keys in a
+    period, on 64 bits) share one budget: stricter, never looser. Links (made by
+    a refresh) are kept by their token, so a collision cannot send one
+    document's requests to another document's bucket.
     """
     return hash(key) & _SLOT_BITS
-
-
-@attrs.frozen
-class _Filed(Grant):
-    """A grant of the memory store, with the int its bucket is filed under.
-
-    Released by that same int object, which the schedule then keeps: one int a
-    cooling key (an equal one made again would be a second, 32 bytes more).
-    """
-
-    slot: int = attrs.field(default=0, repr=False)
 
 
 # A key's state is a _Bucket, or one of two compact forms for the commonest
@@ -153,6 +148,7 @@ class MemoryStore:
         "_due_at",
         "_due_key",
         "_later",
+        "_link_expiry",
         "_now",
         "_peak",
     )
@@ -163,16 +159,17 @@ class MemoryStore:
         self._now: Callable[[], float] = (
             time.monotonic if isinstance(self._clock, MonotonicClock) else self._clock.now
         )
-        # Filed by _slot(token), not by the token: a cooling key keeps no secret alive
-        # (an alias, made by a refresh, keeps its root's token for the link's ttl).
+        # Filed by _slot(token), not by the token: a cooling key keeps no secret alive.
         self._buckets: dict[int, _State] = {}
-        self._aliases: dict[int, tuple[str, float]] = {}
+        # A refresh's links, by token (few; each kept for the link's ttl): alias -> root.
+        self._aliases: dict[str, tuple[str, float]] = {}
+        self._link_expiry: list[tuple[float, str]] = []
         # Completions arrive in time order (one clock, one period), so their
         # checks queue up already sorted: two flat deques, no tuples.
         self._due_at: deque[float] = deque()
         self._due_key: deque[int] = deque()
-        # Holds, aliases and anything out of order: (time, slot, is_alias).
-        self._later: list[tuple[float, int, bool]] = []
+        # Holds and anything out of order: (time, slot).
+        self._later: list[tuple[float, int]] = []
         self._peak = 0
 
     @property
@@ -189,7 +186,7 @@ class MemoryStore:
             self._due_at.append(at)
             self._due_key.append(slot)
         else:
-            heapq.heappush(self._later, (at, slot, False))
+            heapq.heappush(self._later, (at, slot))
 
     def _sweep(self, now: float) -> None:
         self._peak = max(self._peak, len(self._buckets))
@@ -199,13 +196,13 @@ class MemoryStore:
             self._settle_key(due_key.popleft(), now)
         later = self._later
         while later and later[0][0] <= now:
-            _, slot, is_alias = heapq.heappop(later)
-            if is_alias:
-                entry = self._aliases.get(slot)
-                if entry is not None and entry[1] <= now:
-                    del self._aliases[slot]
-            else:
-                self._settle_key(slot, now)
+            self._settle_key(heapq.heappop(later)[1], now)
+        links = self._link_expiry
+        while links and links[0][0] <= now:
+            alias = heapq.heappop(links)[1]
+            entry = self._aliases.get(alias)
+            if entry is not None and entry[1] <= now:
+                del self._aliases[alias]
         # dicts never give back their table: rebuild once most keys are gone.
         size = len(self._buckets)
         if self._peak > 1024 and size < self._peak // 4:
@@ -252,20 +249,24 @@ class MemoryStore:
         """Return the key of ``token``'s document (itself, unless linked by a refresh)."""
         if not self._aliases:
             return token
-        entry = self._aliases.get(_slot(token))
+        entry = self._aliases.get(token)
         return token if entry is None else entry[0]
 
-    def _reserve(self, token: str, reservation: str, limit: int, period: float) -> _Filed | float:
+    def _reserve(self, token: str, reservation: str, limit: int, period: float) -> Grant | float:
         """Take a token: the grant, or the least delay worth waiting."""
         now = self._now()
-        if (self._due_at and self._due_at[0] <= now) or (self._later and self._later[0][0] <= now):
+        if (
+            (self._due_at and self._due_at[0] <= now)
+            or (self._later and self._later[0][0] <= now)
+            or (self._link_expiry and self._link_expiry[0][0] <= now)
+        ):
             self._sweep(now)
         key = self._root(token)
         slot = _slot(key)
         state = self._buckets.get(slot)
         if state is None:
             self._buckets[slot] = _IN_FLIGHT
-            return _Filed(key, reservation, slot)
+            return Grant(key, reservation, slot)
         if state is _IN_FLIGHT:
             if limit == 1:
                 return period  # an in-flight token comes back no sooner
@@ -287,7 +288,7 @@ class MemoryStore:
                     soonest = min(soonest, bucket.cooling[0])
                 return max(soonest - now, 0.0)
         bucket.inflight += 1
-        return _Filed(key, reservation, slot)
+        return Grant(key, reservation, slot)
 
     async def reserve(
         self, token: str, *, reservation: str, limit: int, period: float
@@ -348,7 +349,8 @@ class MemoryStore:
         self, grant: Grant, *, sent: bool, period: float, hold: float | None = None
     ) -> None:
         """:meth:`release`, as the plain call it is (the limiter's path for this store)."""
-        slot = grant.slot if isinstance(grant, _Filed) else _slot(grant.key)
+        # Its own grants carry their int; a Grant made elsewhere is filed anew.
+        slot = _slot(grant.key) if grant.slot is None else grant.slot
         self._release(slot, sent=sent, period=period, hold=hold)
 
     async def discard(self, token: str, *, reservation: str) -> None:
@@ -360,7 +362,7 @@ class MemoryStore:
         until = now + seconds
         if until > bucket.hold_until:
             bucket.hold_until = until
-            heapq.heappush(self._later, (until, slot, False))
+            heapq.heappush(self._later, (until, slot))
 
     async def link(self, alias: str, token: str, ttl: float) -> None:
         """Make ``alias`` share ``token``'s budget for ``ttl`` seconds."""
@@ -370,8 +372,8 @@ class MemoryStore:
         key = self._root(token)
         if key == alias:
             return
-        self._aliases[_slot(alias)] = (key, now + ttl)
-        heapq.heappush(self._later, (now + ttl, _slot(alias), True))
+        self._aliases[alias] = (key, now + ttl)
+        heapq.heappush(self._link_expiry, (now + ttl, alias))
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._buckets)}, aliases={len(self._aliases)})"

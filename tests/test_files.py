@@ -127,9 +127,18 @@ async def test_a_folder_that_stops_taking_files_is_proved_again_before_the_next_
     assert _names(tmp_path) == [first.path.name]  # no partial file of the second
 
 
+@pytest.mark.parametrize("access", ["working", "refusing"])
 async def test_a_dangling_symlink_is_not_a_free_target(
-    client: PassbackClient, fake: FakePassbackServer, tmp_path: Path
+    client: PassbackClient,
+    fake: FakePassbackServer,
+    tmp_path: Path,
+    access: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if access == "refusing":
+        # A system whose faccessat refuses the no-follow form (an old musl or kernel,
+        # a seccomp filter): os.access says False for every name. lstat answers then.
+        monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
     token = fake.issue_document()
     (tmp_path / "front.jpg").symlink_to(tmp_path / "nowhere")
     with pytest.raises(TargetExistsError, match="symlink") as caught:

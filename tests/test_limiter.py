@@ -427,6 +427,26 @@ async def test_two_documents_whose_hashes_collide_share_one_budget(
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_link_whose_hash_collides_with_a_document_leaves_that_documents_budget(
+    anyio_backend: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Links are kept by token: a refreshed token whose hash matches another document's
+    # cannot send that document's requests to its own (fresh) bucket.
+    real = store_module._slot
+    monkeypatch.setattr(
+        store_module, "_slot", lambda key: 7 if key in {"doc-x", "new"} else real(key)
+    )
+    store = MemoryStore(clock)
+    for _ in range(2):
+        grant = await store.reserve("doc-x", reservation="r", limit=2, period=PERIOD)
+        assert isinstance(grant, Grant)
+        await store.release(grant, sent=True, period=PERIOD)
+    await store.link("new", "doc-y", ttl=PERIOD)
+    answer = await store.reserve("doc-x", reservation="r", limit=2, period=PERIOD)
+    assert isinstance(answer, Denied)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_a_key_with_a_token_out_is_never_evicted(
     anyio_backend: str, clock: FakeClock
 ) -> None:
