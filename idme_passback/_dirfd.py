@@ -200,23 +200,17 @@ class OpenFolder:
         where, fd = self._where(name)
         return os.stat(where, dir_fd=fd, follow_symlinks=False)
 
-    def _exists(self, name: str) -> bool:
-        """Whether anything is at ``name`` (a dangling symlink too).
+    def _known_free(self, name: str) -> bool:
+        """Whether ``os.access`` says nothing is at ``name`` (``False``: ask ``lstat``).
 
         A free name is the common answer, and this gives it without raising:
         ten candidate names an item cost 12 µs this way, 56 µs as ``lstat``
         calls caught as ``FileNotFoundError`` (benchmark row 8).
         """
-        where, fd = self._where(name)
-        if self._access:
-            return os.access(where, os.F_OK, dir_fd=fd, follow_symlinks=False)
-        try:
-            self._lstat(name)
-        except FileNotFoundError:
+        if not self._access:
             return False
-        except OSError:
-            return True  # let lstat's own error be raised by the caller
-        return True
+        where, fd = self._where(name)
+        return not os.access(where, os.F_OK, dir_fd=fd, follow_symlinks=False)
 
     def _unlink(self, name: str) -> None:
         where, fd = self._where(name)

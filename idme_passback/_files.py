@@ -180,7 +180,7 @@ class Folder(OpenFolder):
             TargetIsAFolderError: ``name`` is a folder.
             TargetExistsError: something is there and ``overwrite`` is false.
         """
-        if not self._exists(name):
+        if self._known_free(name):
             return
         try:
             info = self._lstat(name)
