@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import attrs
 import httpx
 import pytest
 
@@ -372,15 +374,25 @@ async def test_a_document_held_past_the_deadline_fails_at_once(
     assert fake.count(endpoint="document") == 1
 
 
+@attrs.frozen
+class _NoJitter(RetryPolicy):
+    """A policy that always backs off its whole ceiling (the default draws below it)."""
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        return min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+
+
 async def test_a_backoff_past_the_deadline_ends_the_call(clock: FakeClock) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(503)
 
+    # Full jitter could draw a backoff under the deadline (about 1 in 4,000
+    # with a 4 s ceiling), which is a different path: this one backs off 4 s.
     async with mock_client(
         handler,
         clock,
         limit=10,
-        retry_policy=RetryPolicy(max_retries=10, backoff_initial=4.0, backoff_max=4.0),
+        retry_policy=_NoJitter(max_retries=10, backoff_initial=4.0, backoff_max=4.0),
         deadline=0.001,
     ) as client:
         [error] = await drive(clock, lambda: client.get_document("doc-1"))
