@@ -456,7 +456,7 @@ async def test_a_deadline_after_only_unsent_attempts_says_nothing_was_sent(
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    policy = RetryPolicy(max_retries=10, backoff_initial=4.0, backoff_max=4.0)
+    policy = _NoJitter(max_retries=10, backoff_initial=4.0, backoff_max=4.0)
     async with mock_client(handler, clock, retry_policy=policy, deadline=1.0) as client:
         [error] = await drive(
             clock, lambda: client.get_attributes("a1b2c3d4e5f60718293a4b5c6d7e8f90")
