@@ -74,6 +74,8 @@ class Core:
         self._api_token = api_token
         self._policy = policy
         self._deadline = deadline
+        # A bulk item's call has no deadline of its own (each attempt has one): one value.
+        self._no_deadline = Deadline.after(self.limiter.clock, None)
         self._pair_front_back = pair_front_back
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._session = Session(
@@ -139,7 +141,7 @@ class Core:
         # Each attempt, from the moment its permit is granted, has the client's
         # deadline (a server that trickles cannot hold a slot for ever), and
         # retries stay bounded by max_retries.
-        limit = Deadline.after(self.limiter.clock, None)
+        limit = self._no_deadline
         remember(self._api_token, token)
         with telemetry.call("bulk_document", DOCUMENT, document=token, server=self.server):
             return await self._document(
