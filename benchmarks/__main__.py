@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "bulk": ("5", "bulk head-of-line blocking"),
     "bulk_memory": ("6", "bulk download memory"),
     "lazy_tokens": ("7, 7m", "a long lazy input through fetch_many"),
+    "instructions": ("7i", "row 7's two sides in CPU instructions (callgrind)"),
     "bulk_loopback": ("8", "download_many over loopback vs a bare gather loop"),
 }
 
