@@ -181,8 +181,7 @@ class Scheduler:
         source = self._input
         assert source is not None
         while True:
-            if not _took(self._room):
-                await self._room.acquire()
+            await self._room.acquire()
             try:
                 raw = await source.next()
             except Exception as exc:
@@ -220,8 +219,10 @@ class Scheduler:
         """
         while queue:
             index, item = queue[0]
-            if not _took(self.slots):
-                await self.slots.acquire()
+            # Awaited even when a slot is free: this is the item's cancellation point,
+            # so a job the caller has left sends nothing more (the request itself may
+            # reach the server before its first checkpoint).
+            await self.slots.acquire()
             try:
                 permit = await self.limiter.try_acquire(key)
             except Exception as exc:

@@ -205,6 +205,47 @@ async def test_fetch_all_returns_every_result_in_input_order(
     assert [r.token for r in results[:10]] == tokens
 
 
+@pytest.mark.parametrize("leave", ["break", "cancel"])
+async def test_an_item_the_input_yields_as_the_caller_leaves_is_never_sent(
+    client: PassbackClient, fake: FakePassbackServer, leave: str
+) -> None:
+    # A worker waits on a slow input (a queue, a cursor); its next item arrives just
+    # as the caller leaves. The worker wakes into a cancelled job: it must not send it.
+    tokens = [fake.issue_document() for _ in range(10)]
+    ready = anyio.Event()
+    sent_on_leaving: list[int] = []
+
+    async def source() -> AsyncIterator[str]:
+        yield tokens[0]
+        yield tokens[1]
+        await ready.wait()
+        for token in tokens[2:]:
+            yield token
+
+    def release_the_input() -> None:
+        ready.set()
+        sent_on_leaving.append(documents(fake))
+
+    with anyio.CancelScope() as caller:
+
+        async def cancel_the_caller() -> None:
+            await wait_all_tasks_blocked()
+            release_the_input()
+            caller.cancel()
+
+        async with anyio.create_task_group() as group:
+            if leave == "cancel":
+                group.start_soon(cancel_the_caller)
+            async with client.fetch_many(source(), concurrency=4) as results:
+                async for _ in results:
+                    if leave == "break":
+                        release_the_input()
+                        break
+    assert caller.cancelled_caught == (leave == "cancel")
+    assert sent_on_leaving
+    assert documents(fake) == sent_on_leaving[0]  # nothing sent after leaving
+
+
 async def test_leaving_early_gives_back_the_tokens_of_items_waiting_for_a_slot(
     clock: FakeClock, client_of: ClientOf
 ) -> None:
