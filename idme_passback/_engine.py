@@ -111,7 +111,7 @@ class _Attempts:
 
     def gate(self, token: str, *, timeout: float | None) -> _Gate:
         """The way into one attempt (the :data:`Gate` the work is handed)."""
-        return _Gate(self.owner.limiter, self, token, timeout)
+        return _Gate(self, token, timeout)
 
     async def deliver(self, result: Any) -> None:
         """Hand over the item's result, with its slot (the work's :data:`Deliver`)."""
@@ -302,12 +302,9 @@ class _Gate:
     back unsent and the attempt queues again.
     """
 
-    __slots__ = ("_attempts", "_limiter", "_permit", "_timeout", "_token")
+    __slots__ = ("_attempts", "_permit", "_timeout", "_token")
 
-    def __init__(
-        self, limiter: RateLimiter, attempts: _Attempts, token: str, timeout: float | None
-    ) -> None:
-        self._limiter = limiter
+    def __init__(self, attempts: _Attempts, token: str, timeout: float | None) -> None:
         self._attempts = attempts
         self._token = token
         self._timeout = timeout
@@ -320,7 +317,7 @@ class _Gate:
             self._permit = first  # granted, with its slot taken before the grant
             return await first.__aenter__()
         while True:
-            permit = self._limiter.acquire(self._token, timeout=self._timeout)
+            permit = attempts.owner.limiter.acquire(self._token, timeout=self._timeout)
             await permit.__aenter__()
             try:
                 attempts.slot = await _take_slot(attempts.owner.slots)
