@@ -59,14 +59,19 @@ async def _write_atomically(folder: Path, directory: int, name: str, content: by
     await anyio.to_thread.run_sync(os.fsync, directory)
 
 
+def _http_client() -> httpx.AsyncClient:
+    """Each side's ``httpx.AsyncClient``: a connection for every slot, kept alive."""
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    return httpx.AsyncClient(limits=limits, timeout=30.0)
+
+
 class _Peer:
     """The bare loop: one ``httpx.AsyncClient``, kept for the whole run."""
 
     def __init__(self, base: str, folder: Path) -> None:
         self._base = base
         self._folder = folder
-        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-        self._http = httpx.AsyncClient(limits=limits, timeout=30.0)
+        self._http = _http_client()
         self._directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
 
     async def run(self, tokens: list[str], first: int) -> float:
@@ -97,8 +102,7 @@ class _Ours:
         from idme_passback import PassbackClient, RateLimiter
 
         self._folder = folder
-        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-        self._http = httpx.AsyncClient(limits=limits, timeout=30.0)
+        self._http = _http_client()
         self._client = PassbackClient(
             API_TOKEN, base_url=base, http_client=self._http, limiter=RateLimiter(2, 60.0)
         )

@@ -25,55 +25,25 @@ it the row says so.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from benchmarks._util import API_TOKEN, FAKE_BASE, REPO, Row, emit, parser
-from benchmarks.lazy_tokens import BATCH, BODY, CONCURRENCY
+from benchmarks._util import REPO, Row, _child_env, emit, parser
+from benchmarks.lazy_tokens import BATCH, _tokens, make_client, run_side
 
 _WARM_UP = 100
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
 async def _run(variant: str, n: int) -> None:
-    import httpx
-
-    from idme_passback import PassbackClient, RateLimiter
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=BODY, headers={"content-type": "image/jpeg"})
-
-    async with PassbackClient(
-        API_TOKEN,
-        base_url=FAKE_BASE,
-        transport=httpx.MockTransport(handler),
-        limiter=RateLimiter(2, 60.0),
-    ) as client:
-
-        async def ours(tag: str, count: int) -> int:
-            ok = 0
-            tokens = (f"{tag}{i:031x}" for i in range(count))
-            async with client.fetch_many(tokens, concurrency=CONCURRENCY) as results:
-                async for result in results:
-                    ok += result.ok
-            return ok
-
-        async def peer(tag: str, count: int) -> int:
-            tokens = [f"{tag}{i:031x}" for i in range(count)]
-            ok = 0
-            for start in range(0, count, BATCH):
-                batch = tokens[start : start + BATCH]
-                ok += len(await asyncio.gather(*(client.get_document(t) for t in batch)))
-            return ok
-
+    async with make_client() as client:
         # Both sides once, so either side's count holds the same lazy imports and caches.
-        await ours("w", _WARM_UP)
-        await peer("v", _WARM_UP)
-        done = await (ours if variant == "ours" else peer)("a", n)
+        await run_side(client, "ours", _tokens(_WARM_UP, "w"), _WARM_UP)
+        await run_side(client, "peer", _tokens(_WARM_UP, "v"), _WARM_UP)
+        done = await run_side(client, variant, _tokens(n, "a"), n)
     if done != n:
         raise SystemExit(f"{variant}: {done} of {n} items succeeded")
 
@@ -96,11 +66,7 @@ def _count(variant: str, n: int) -> int:
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={
-            **os.environ,
-            "PYTHONHASHSEED": "0",
-            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        },
+        env={**_child_env(), "PYTHONHASHSEED": "0"},
         timeout=1800,
         check=False,
     )

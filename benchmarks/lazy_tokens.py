@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks._util import (
     API_TOKEN,
@@ -34,6 +34,9 @@ from benchmarks._util import (
     run_child,
     settle_memory,
 )
+
+if TYPE_CHECKING:
+    from idme_passback import PassbackClient
 
 CONCURRENCY = 64
 BATCH = 1000
@@ -56,7 +59,8 @@ def _tokens(n: int, tag: str) -> Iterator[str]:
     return (f"{tag}{i:031x}" for i in range(n))
 
 
-async def _run(variant: str, n: int) -> dict[str, Any]:
+def make_client() -> PassbackClient:
+    """Row 7's client: an in-memory transport answering a tiny JPEG, the default limiter."""
     import httpx
 
     from idme_passback import PassbackClient, RateLimiter
@@ -64,30 +68,39 @@ async def _run(variant: str, n: int) -> dict[str, Any]:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=BODY, headers={"content-type": "image/jpeg"})
 
-    limiter = RateLimiter(2, PERIOD)
-    async with PassbackClient(
+    return PassbackClient(
         API_TOKEN,
         base_url=FAKE_BASE,
         transport=httpx.MockTransport(handler),
-        limiter=limiter,
-    ) as client:
+        limiter=RateLimiter(2, PERIOD),
+    )
+
+
+async def run_side(client: PassbackClient, variant: str, tokens: Iterator[str], n: int) -> int:
+    """Fetch ``tokens`` (exactly ``n``): through ``fetch_many`` ("ours"), lazily, or
+    gathered in batches of :data:`BATCH` ("peer"); return how many succeeded."""
+    ok = 0
+    if variant == "ours":
+        job = client.fetch_many(tokens, concurrency=CONCURRENCY)
+        async with job as results:
+            async for result in results:
+                ok += result.ok
+        return ok
+    while ok < n:
+        batch = [next(tokens) for _ in range(min(BATCH, n - ok))]
+        images = await asyncio.gather(*(client.get_document(t) for t in batch))
+        ok += len(images)
+    return ok
+
+
+async def _run(variant: str, n: int) -> dict[str, Any]:
+    async with make_client() as client:
         settle_memory()
-        ok = 0
         with RssSampler(interval=0.01) as sampler:
             start = time.perf_counter()
-            if variant == "ours":
-                job = client.fetch_many(_tokens(n, "a"), concurrency=CONCURRENCY)
-                async with job as results:
-                    async for result in results:
-                        ok += result.ok
-            else:
-                tokens = _tokens(n, "b")
-                for _ in range(0, n, BATCH):
-                    batch = [next(tokens) for _ in range(min(BATCH, n - ok))]
-                    images = await asyncio.gather(*(client.get_document(t) for t in batch))
-                    ok += len(images)
+            ok = await run_side(client, variant, _tokens(n, "a" if variant == "ours" else "b"), n)
             elapsed = time.perf_counter() - start
-        held = len(limiter.store)  # type: ignore[arg-type]
+        held = len(client.limiter.store)  # type: ignore[arg-type]
     return {
         "growth": sampler.growth,
         "rate": n / elapsed,
