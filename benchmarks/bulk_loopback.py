@@ -65,7 +65,7 @@ def _http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(limits=limits, timeout=30.0)
 
 
-class _Peer:
+class PeerSide:
     """The bare loop: one ``httpx.AsyncClient``, kept for the whole run."""
 
     def __init__(self, base: str, folder: Path) -> None:
@@ -95,7 +95,7 @@ class _Peer:
         os.close(self._directory)
 
 
-class _Ours:
+class OursSide:
     """``download_many`` on one client (over a caller's ``httpx.AsyncClient``), kept for the run."""
 
     def __init__(self, base: str, folder: Path) -> None:
@@ -140,8 +140,8 @@ async def measure(quick: bool) -> list[Row]:
         tokens = {"ours": served.tokens[:n], "peer": served.tokens[n:]}
         folders = {side: Path(tempfile.mkdtemp(prefix=f"idme-bench-{side}-")) for side in seconds}
         sides = {
-            "ours": _Ours(served.base_url, folders["ours"]),
-            "peer": _Peer(served.base_url, folders["peer"]),
+            "ours": OursSide(served.base_url, folders["ours"]),
+            "peer": PeerSide(served.base_url, folders["peer"]),
         }
         try:
             for index in range(chunks):
