@@ -16,12 +16,13 @@ side, so both meet the same moments of a shared machine (whose speed moved by
 up to 25% between two whole runs of one side); each side's figure is its
 items over its total time.
 
-Both sides are bound by the client process's CPU, most of it in httpcore's
+Both sides are bound by the client process's event loop: httpcore's
 connection pool, which walks every pooled connection (and polls the idle
-ones) on each request queued or released: a bare httpx client at concurrency
-64 reaches about 170-200 requests a second on this machine even with no
-latency, at ~100% of one core, while the uvicorn server idles (~9%). That,
-not the disk or the library, is the ceiling both sides share.
+ones) on each request queued or released, and creating each image's
+temporary file, which on this machine's ``/tmp`` has cost from 0.1 to 1.1 ms
+of kernel CPU. Ours adds its own per-item work on top; ``python -m
+benchmarks.bulk_profile`` shows each side's event-loop time split into
+these parts.
 """
 
 from __future__ import annotations
