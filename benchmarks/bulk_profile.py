@@ -2,12 +2,15 @@
 
 Row 8 says how much slower ``download_many`` is than the bare loop; this
 says why. Each side runs row 8's own work (:class:`OursSide` and
-:class:`PeerSide` of :mod:`benchmarks.bulk_loopback`, the same uvicorn-served
-fake, jobs of 500) in a child process, one side after the other. After a
-500-item warm-up job, ``py-spy record --pid --threads --nonblocking`` attaches
-at 500 samples a second; it samples the measured jobs only (not the imports,
-the warm-up or the clean-up) and is stopped as soon as they end. The main
-thread's samples (the event loop) are split, per measured item, into:
+:class:`PeerSide` of :mod:`benchmarks.bulk_loopback`, the uvicorn-served
+fake, jobs of 500) in a child process of its own, with its own fake; the two
+children's jobs alternate in ABBA order, as row 8's do, so both meet the same
+moments of a shared machine. After a 500-item warm-up job, ``py-spy record
+--pid --threads --nonblocking`` attaches to each child at 500 samples a
+second; a child waiting for its next job is idle and gives no samples, so
+only the measured jobs are sampled (not the imports, the warm-up or the
+clean-up). Each child's main-thread samples (its event loop) are split, per
+measured item, into:
 
 * **file creation**: the ``open`` of each image's temporary file (ours
   ``OpenFolder._open``; the peer's ``tempfile.mkstemp``, whose
@@ -20,14 +23,20 @@ thread's samples (the event loop) are split, per measured item, into:
 * **httpx and below**: everything else the loop runs (httpx, httpcore, h11,
   the event loop's own work).
 
-Also: the other threads' samples per item (the fsyncs), how busy the loop
-was (its samples over the measured time), the samples py-spy could not
-read, and what one file creation costs in the benchmark's temporary folder
-and on tmpfs (wall and system CPU, a loop of creates with nothing else
-running). Samples whose leaf is a wait (``select``, a worker thread waiting
-for work) are left out. Not part of the suite: it needs ``py-spy`` (``pip
-install py-spy``) and the right to trace a child process, and it reports,
-with no target.
+Also: the other threads' samples per item (the fsyncs' CPU), how busy the
+loop was (its samples over the instants py-spy could read), how many
+instants it could not read (it reads the process without stopping it, so
+about a fifth fail while the stacks change; stopping it slows the process
+tenfold), and what one file creation costs in a fresh folder of the
+temporary directory, ``/var/tmp`` and tmpfs, with nothing else running
+(wall time and system CPU). Samples whose leaf is a wait (``select``, a
+worker thread waiting for work) are left out; py-spy sees only threads on a
+CPU, so time a thread spends blocked in the kernel is not counted at all.
+
+Not part of the suite, no target. It needs Python 3.11 or later (for
+py-spy's thread ids), ``py-spy`` (``pip install py-spy``) and the right to
+trace the child it starts (root, or Yama's ``ptrace_scope`` at 0 or 1: the
+child names the parent as its tracer's parent).
 
 Usage::
 
@@ -38,9 +47,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -77,8 +89,24 @@ _PARTS = ("file creation", "own code", "httpx and below")
 # ---------------------------------------------------------------- the child
 
 
+def _let_parent_trace() -> None:
+    """Let the parent's other children (py-spy) trace this process under Yama's ptrace_scope=1."""
+    if sys.platform != "linux":
+        return
+    pr_set_ptracer = 0x59616D61
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_ptracer, os.getppid(), 0, 0, 0)
+
+
 async def _child(side: str, items: int, control: IO[str]) -> None:
-    """Warm up, say so, wait for py-spy, run ``items`` in jobs of 500, report."""
+    """Warm up, say so, then run one job of 500 for every ``go`` the parent sends.
+
+    After the last job it waits for one more line (the parent's word that
+    py-spy has stopped). Anything but ``go`` before then, or the parent
+    closing the pipe, ends it through its clean-up: the fake server and the
+    folder.
+    """
+    _let_parent_trace()
     with ServedFake(documents=items + JOB, latency=[0.001, 0.02], limit=2) as served:
         folder = Path(tempfile.mkdtemp(prefix=f"idme-profile-{side}-"))
         try:
@@ -86,13 +114,14 @@ async def _child(side: str, items: int, control: IO[str]) -> None:
             try:
                 await runner.run(served.tokens[items:], 10**6)
                 print("ready", flush=True)
-                control.readline()  # py-spy is sampling
-                start = time.perf_counter()
-                for first in range(0, items, JOB):
+                first = 0
+                # Blocked here between jobs, the process is idle: py-spy takes no sample.
+                while first < items and control.readline().strip() == "go":
+                    start = time.perf_counter()
                     await runner.run(served.tokens[first : first + JOB], first)
-                seconds = time.perf_counter() - start
-                print(json.dumps({"items_per_s": items / seconds, "seconds": seconds}), flush=True)
-                control.readline()  # py-spy has stopped
+                    print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+                    first += JOB
+                control.readline()  # py-spy has stopped: the clean-up is not sampled
             finally:
                 await runner.aclose()
         finally:
@@ -119,56 +148,92 @@ def _line(proc: subprocess.Popen[str], what: str) -> str:
     return line.strip()
 
 
-def _sample(side: str, items: int, raw: Path) -> dict[str, Any]:
-    """Run one side's child, sampled by py-spy over its measured jobs only."""
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.bulk_profile",
-        "--side",
-        side,
-        "--items",
-        str(items),
-    ]
-    child = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env=_child_env(),
-    )
-    spy: subprocess.Popen[str] | None = None
+def _tell(child: subprocess.Popen[str], word: str) -> None:
+    assert child.stdin is not None
+    child.stdin.write(word + "\n")
+    child.stdin.flush()
+
+
+def _attach(pid: int, raw: Path) -> subprocess.Popen[str]:
+    """Start py-spy on ``pid``; return once it is sampling."""
+    spy = subprocess.Popen(
+        [
+            _py_spy(), "record", "--pid", str(pid), "--threads", "--nonblocking",
+            "--hideprogress", "--rate", str(RATE), "--format", "raw", "--output", str(raw),
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    said: list[str] = []
     try:
-        assert child.stdin is not None
-        if _line(child, "the child") != "ready":
-            raise RuntimeError("the child did not get ready")
-        spy = subprocess.Popen(
-            [
-                _py_spy(), "record", "--pid", str(child.pid), "--threads", "--nonblocking",
-                "--rate", str(RATE), "--format", "raw", "--output", str(raw),
-            ],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        while "Sampling process" not in _line(spy, "py-spy"):
-            pass
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        figures: dict[str, Any] = json.loads(_line(child, "the child"))
-        spy.send_signal(signal.SIGINT)
-        said, _ = spy.communicate(timeout=120)
-        written = re.search(r"Samples: (\d+) Errors: (\d+)", said)
-        if spy.returncode != 0 or written is None:
-            raise RuntimeError(f"py-spy failed: {said.strip()[-500:]}")
-        figures["py-spy samples"], figures["py-spy errors"] = map(int, written.groups())
-        child.stdin.write("exit\n")
-        child.stdin.flush()
-        child.wait(timeout=300)
+        while not said or "Sampling process" not in said[-1]:
+            said.append(_line(spy, "py-spy"))
+    except RuntimeError as exc:  # it could not attach: say what it said
+        raise RuntimeError(f"{exc}: {' / '.join(said)[-500:]}") from None
+    return spy
+
+
+def _detach(spy: subprocess.Popen[str]) -> tuple[int, int]:
+    """Stop py-spy (it writes its file); the samples it wrote and the looks it could not read."""
+    spy.send_signal(signal.SIGINT)
+    summary, _ = spy.communicate(timeout=120)
+    written = re.search(r"Samples: (\d+) Errors: (\d+)", summary)
+    if spy.returncode != 0 or written is None:
+        raise RuntimeError(f"py-spy failed: {summary.strip()[-500:]}")
+    samples, errors = map(int, written.groups())
+    return samples, errors
+
+
+def _end(proc: subprocess.Popen[str] | None) -> None:
+    """Stop ``proc`` if it still runs; a child first gets its input closed, to clean up."""
+    if proc is None or proc.poll() is not None:
+        return
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=120)
+    if proc.poll() is None:
+        _stop(proc)
+
+
+def _sample(items: int, raws: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Run both sides' children, their jobs interleaved ABBA, each sampled by its own py-spy."""
+    children: dict[str, subprocess.Popen[str]] = {}
+    spies: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for side in raws:
+            command = [sys.executable, "-m", "benchmarks.bulk_profile", "--side", side]
+            children[side] = subprocess.Popen(
+                [*command, "--items", str(items)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                cwd=REPO, env=_child_env(),
+            )  # fmt: skip
+        for side, child in children.items():
+            if _line(child, f"{side}'s child") != "ready":
+                raise RuntimeError(f"{side}'s child did not get ready")
+            spies[side] = _attach(child.pid, raws[side])
+        seconds = dict.fromkeys(raws, 0.0)
+        for index in range(items // JOB):
+            # ABBA: each side goes first in every other pair of jobs, as in row 8.
+            order = ("ours", "peer") if index % 4 in (0, 3) else ("peer", "ours")
+            for side in order:
+                _tell(children[side], "go")
+                seconds[side] += json.loads(_line(children[side], f"{side}'s child"))["seconds"]
+        figures: dict[str, dict[str, Any]] = {}
+        for side, spy in spies.items():
+            samples, errors = _detach(spy)
+            figures[side] = {
+                "seconds": seconds[side],
+                "items_per_s": items / seconds[side],
+                "py-spy samples": samples,
+                "py-spy errors": errors,
+                "pid": children[side].pid,
+            }
+        for child in children.values():  # py-spy has stopped: it may clean up and end
+            _end(child)
     finally:
-        for proc in (spy, child):
-            if proc is not None and proc.poll() is None:
-                _stop(proc)
-    figures["pid"] = child.pid
+        for proc in [*spies.values(), *children.values()]:
+            _end(proc)
     return figures
 
 
@@ -208,32 +273,50 @@ def _budget(
         else:
             part = "httpx and below"
         parts[part] += count
+    main_samples = sum(parts[p] for p in _PARTS)
+    read = main_samples + parts["other threads"] + sum(left_out.values())
+    if main_samples == 0 or left_out["unreadable"] > 0.1 * read:
+        raise RuntimeError(
+            f"py-spy's stacks were not as expected ({main_samples} of the main thread, "
+            f"{left_out['unreadable']} unreadable of {read}): is this Python 3.11 or later?"
+        )
     budget = {part: count * per_sample for part, count in parts.items()}
     budget["event loop"] = sum(budget.get(p, 0.0) for p in _PARTS)
+    budget["main samples"] = main_samples
     top = {name: count * per_sample for name, count in functions.most_common(15)}
     return budget, top, dict(left_out)
 
 
-def _profile(side: str, items: int) -> tuple[dict[str, Any], dict[str, float]]:
+def _profile(items: int) -> dict[str, tuple[dict[str, Any], dict[str, float]]]:
     with tempfile.TemporaryDirectory() as scratch:
-        raw = Path(scratch) / "stacks.txt"
-        figures = _sample(side, items, raw)
-        parts, functions, left_out = _budget(side, raw, items, figures["pid"])
-    figures.update(parts)
-    figures["left out"] = left_out
-    figures["loop busy"] = figures["event loop"] * items / 1e6 / figures["seconds"]
-    return figures, functions
+        raws = {side: Path(scratch) / f"{side}.txt" for side in ("ours", "peer")}
+        sampled = _sample(items, raws)
+        profiled = {}
+        for side, figures in sampled.items():
+            parts, functions, left_out = _budget(side, raws[side], items, figures["pid"])
+            figures.update(parts)
+            figures["left out"] = left_out
+            # py-spy looks at the process RATE times a second; a look it could not read
+            # is one error (an idle process gives neither). The loop's share of the looks
+            # read during the side's own jobs is how busy it was.
+            figures["instants"] = figures["seconds"] * RATE
+            figures["loop busy"] = figures["main samples"] / (
+                figures["instants"] - figures["py-spy errors"]
+            )
+            profiled[side] = (figures, functions)
+    return profiled
 
 
-def _create_cost(parent: str, count: int = 300) -> tuple[float, float]:
+def _create_cost(parent: str, count: int = 1000) -> tuple[float, float]:
     """µs of wall time and of system CPU per ``O_CREAT | O_EXCL`` open in a fresh folder."""
     folder = tempfile.mkdtemp(prefix="idme-profile-creates-", dir=parent)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        system, wall = os.times().system, time.perf_counter()
+        system, wall = resource.getrusage(resource.RUSAGE_SELF).ru_stime, time.perf_counter()
         for i in range(count):
             os.close(os.open(f"f{i:06d}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=fd))
-        wall, system = time.perf_counter() - wall, os.times().system - system
+        wall = time.perf_counter() - wall
+        system = resource.getrusage(resource.RUSAGE_SELF).ru_stime - system
     finally:
         os.close(fd)
         shutil.rmtree(folder, ignore_errors=True)
@@ -252,16 +335,19 @@ def _report(items: int, profiled: dict[str, tuple[dict[str, Any], dict[str, floa
         print(f"| {row} | {a:,.0f} | {b:,.0f} | {a - b:+,.0f} |")
     print(f"| loop busy | {ours['loop busy']:.0%} | {peer['loop busy']:.0%} | |")
     for side, figures in sides.items():
+        errors, instants = figures["py-spy errors"], figures["instants"]
         print(
-            f"\n{side}: {figures['py-spy samples']:,} samples written, {figures['py-spy errors']} "
-            f"errors; left out: {figures['left out'] or 'none'}"
+            f"\n{side}: {instants:,.0f} instants, {errors:,} unread ({errors / instants:.0%}); "
+            f"{figures['py-spy samples']:,} thread samples written, left out of them: "
+            f"{figures['left out'] or 'none'}"
         )
     for side, (_, functions) in profiled.items():
         print(f"\n{side}: own code by its deepest function, µs per item")
         for name, us in functions.items():
             print(f"  {us:6.0f}  {name}")
-    print("\ncreating a file in a fresh folder (300 creates, nothing else running), µs each")
-    places = [tempfile.gettempdir()] + (["/dev/shm"] if os.path.isdir("/dev/shm") else [])
+    print("\ncreating a file in a fresh folder (1,000 creates, nothing else running), µs each")
+    places = list(dict.fromkeys([tempfile.gettempdir(), "/var/tmp", "/dev/shm"]))
+    places = [place for place in places if os.path.isdir(place) and os.access(place, os.W_OK)]
     for place in places:
         wall, system = _create_cost(place)
         print(f"  {place}: {wall:.0f} wall, {system:.0f} system CPU")
@@ -278,9 +364,11 @@ def main() -> None:
     if args.side is not None:  # the child py-spy samples
         asyncio.run(_child(args.side, args.items, sys.stdin))
         return
+    if sys.version_info < (3, 11):
+        sys.exit("bulk_profile needs Python 3.11 or later (py-spy's thread ids and names)")
     _py_spy()
     items = 20_000 if args.full else 4000
-    _report(items, {side: _profile(side, items) for side in ("ours", "peer")})
+    _report(items, _profile(items))
 
 
 if __name__ == "__main__":
