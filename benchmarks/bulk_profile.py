@@ -24,9 +24,10 @@ measured item, into:
   the event loop's own work).
 
 Also: the other threads' samples per item (the fsyncs' CPU), how busy the
-loop was (its samples over the instants py-spy could read), how many
-instants it could not read (it reads the process without stopping it, so
-about a fifth fail while the stacks change; stopping it slows the process
+loop was (a range: its samples over all of py-spy's looks, and over the
+looks without an error, since an error may or may not have lost the loop's
+stack), how many looks failed (py-spy reads the process without stopping
+it, so 4-25% fail while the stacks change; stopping it slowed the process
 tenfold), and what one file creation costs in a fresh folder of the
 temporary directory, ``/var/tmp`` and tmpfs, with nothing else running
 (wall time and system CPU). Samples whose leaf is a wait (``select``, a
@@ -296,12 +297,15 @@ def _profile(items: int) -> dict[str, tuple[dict[str, Any], dict[str, float]]]:
             parts, functions, left_out = _budget(side, raws[side], items, figures["pid"])
             figures.update(parts)
             figures["left out"] = left_out
-            # py-spy looks at the process RATE times a second; a look it could not read
-            # is one error (an idle process gives neither). The loop's share of the looks
-            # read during the side's own jobs is how busy it was.
-            figures["instants"] = figures["seconds"] * RATE
-            figures["loop busy"] = figures["main samples"] / (
-                figures["instants"] - figures["py-spy errors"]
+            # py-spy looks at the process RATE times a second during the side's own jobs
+            # (an idle process gives neither samples nor errors). How busy the loop was
+            # lies between its samples over every look and over the looks with no error
+            # (an error may lose the main thread's stack, or only another thread's).
+            figures["instants"] = instants = figures["seconds"] * RATE
+            main = figures["main samples"]
+            figures["loop busy"] = (
+                main / instants,
+                min(1.0, main / max(instants - figures["py-spy errors"], 1.0)),
             )
             profiled[side] = (figures, functions)
     return profiled
@@ -333,7 +337,8 @@ def _report(items: int, profiled: dict[str, tuple[dict[str, Any], dict[str, floa
     for row in ("event loop", *_PARTS, "other threads"):
         a, b = ours.get(row, 0.0), peer.get(row, 0.0)
         print(f"| {row} | {a:,.0f} | {b:,.0f} | {a - b:+,.0f} |")
-    print(f"| loop busy | {ours['loop busy']:.0%} | {peer['loop busy']:.0%} | |")
+    busy = {side: "{:.0%}-{:.0%}".format(*figures["loop busy"]) for side, figures in sides.items()}
+    print(f"| loop busy | {busy['ours']} | {busy['peer']} | |")
     for side, figures in sides.items():
         errors, instants = figures["py-spy errors"], figures["instants"]
         print(
