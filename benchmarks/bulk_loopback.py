@@ -16,13 +16,15 @@ side, so both meet the same moments of a shared machine (whose speed moved by
 up to 25% between two whole runs of one side); each side's figure is its
 items over its total time.
 
-Both sides are bound by the client process's event loop: httpcore's
-connection pool, which walks every pooled connection (and polls the idle
-ones) on each request queued or released, and creating each image's
-temporary file, which on this machine's ``/tmp`` has cost from 0.1 to 1.1 ms
-of kernel CPU. Ours adds its own per-item work on top; ``python -m
-benchmarks.bulk_profile`` shows each side's event-loop time split into
-these parts.
+Which of two things bounds both sides depends on the disk. When its fsyncs
+are quick, the client's event loop does: httpcore's connection pool, which
+walks every pooled connection (and polls the idle ones) on each request
+queued or released; creating each image's temporary file, which on this
+machine's ``/tmp`` has cost from under 0.1 to 1.1 ms of kernel CPU; and
+ours' own per-item work on top, which is where ours falls behind. When
+they are slow, each item holds its slot through two of them and both sides
+wait on the disk. ``python -m benchmarks.bulk_profile`` shows each side's
+event-loop time split into these parts, and how busy the loop was.
 """
 
 from __future__ import annotations
