@@ -62,6 +62,12 @@ async def _write_atomically(folder: Path, directory: int, name: str, content: by
     await anyio.to_thread.run_sync(os.fsync, directory)
 
 
+def abba(index: int) -> tuple[str, str]:
+    """The order of the two sides in job ``index``: ABBA, so each goes first in
+    every other pair of jobs."""
+    return ("ours", "peer") if index % 4 in (0, 3) else ("peer", "ours")
+
+
 def _http_client() -> httpx.AsyncClient:
     """Each side's ``httpx.AsyncClient``: a connection for every slot, kept alive."""
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
@@ -142,16 +148,14 @@ async def measure(quick: bool) -> list[Row]:
         # Every item a document no run has fetched (the server's limit is real).
         tokens = {"ours": served.tokens[:n], "peer": served.tokens[n:]}
         folders = {side: Path(tempfile.mkdtemp(prefix=f"idme-bench-{side}-")) for side in seconds}
-        sides = {
+        sides: dict[str, OursSide | PeerSide] = {
             "ours": OursSide(served.base_url, folders["ours"]),
             "peer": PeerSide(served.base_url, folders["peer"]),
         }
         try:
             for index in range(chunks):
-                # ABBA: each side goes first in every other pair of chunks.
-                order = ("ours", "peer") if index % 4 in (0, 3) else ("peer", "ours")
                 taken = {}
-                for side in order:
+                for side in abba(index):
                     first = index * chunk
                     batch = tokens[side][first : first + chunk]
                     taken[side] = await sides[side].run(batch, first)

@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from benchmarks._util import REPO, ServedFake, _child_env, _stop
-from benchmarks.bulk_loopback import OursSide, PeerSide
+from benchmarks.bulk_loopback import OursSide, PeerSide, abba
 
 RATE = 500  # samples a second
 JOB = 500
@@ -203,9 +203,9 @@ def _sample(items: int, raws: dict[str, Path]) -> dict[str, dict[str, Any]]:
     spies: dict[str, subprocess.Popen[str]] = {}
     try:
         for side in raws:
-            command = [sys.executable, "-m", "benchmarks.bulk_profile", "--side", side]
             children[side] = subprocess.Popen(
-                [*command, "--items", str(items)],
+                [sys.executable, "-m", "benchmarks.bulk_profile",
+                 "--side", side, "--items", str(items)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 cwd=REPO, env=_child_env(),
             )  # fmt: skip
@@ -215,9 +215,7 @@ def _sample(items: int, raws: dict[str, Path]) -> dict[str, dict[str, Any]]:
             spies[side] = _attach(child.pid, raws[side])
         seconds = dict.fromkeys(raws, 0.0)
         for index in range(items // JOB):
-            # ABBA: each side goes first in every other pair of jobs, as in row 8.
-            order = ("ours", "peer") if index % 4 in (0, 3) else ("peer", "ours")
-            for side in order:
+            for side in abba(index):
                 _tell(children[side], "go")
                 seconds[side] += json.loads(_line(children[side], f"{side}'s child"))["seconds"]
         figures: dict[str, dict[str, Any]] = {}
@@ -230,9 +228,8 @@ def _sample(items: int, raws: dict[str, Path]) -> dict[str, dict[str, Any]]:
                 "py-spy errors": errors,
                 "pid": children[side].pid,
             }
-        for child in children.values():  # py-spy has stopped: it may clean up and end
-            _end(child)
     finally:
+        # py-spy first: once it has stopped, each child may clean up (its input closed) and end.
         for proc in [*spies.values(), *children.values()]:
             _end(proc)
     return figures
